@@ -90,6 +90,20 @@ def experiment(
     typer.echo(f"results: {Path(out) / 'results.md'}")
 
 
+@app.command("export-weights")
+def export_weights(
+    encoder: str = typer.Argument(..., help="Encoder name, e.g. resnet18, inceptionv3, efficientnet-b4."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Weights file (default: where `encoder_weights: imagenet` looks first)."
+    ),
+) -> None:
+    """Download an encoder's ImageNet weights once (needs a network) for offline use."""
+    from mineralseg.models import save_encoder_weights
+
+    path = save_encoder_weights(encoder, out)
+    typer.echo(f"encoder weights: {path}  (config: encoder_weights: {path})")
+
+
 def _format_summary(summary: object) -> str:
     """Short human-readable text of a result dict (the library returns plain data)."""
     if isinstance(summary, dict) and "text" in summary:

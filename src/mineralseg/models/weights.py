@@ -397,8 +397,9 @@ def _offline_message(spec: EncoderSpec, weights: str, reason: str) -> str:
     target = default_weights_path(spec.name, weights)
     return (
         f"cannot get the {weights!r} weights of encoder {spec.name!r} ({reason}). On a machine with "
-        f"internet run: python -c \"from mineralseg.models import save_encoder_weights; "
-        f"save_encoder_weights('{spec.name}', weights='{weights}')\" and copy the file it writes to {target} "
+        f"internet run: mineralseg export-weights {spec.name} (or in Python: "
+        f"mineralseg.models.save_encoder_weights('{spec.name}', weights='{weights}')) and copy the file it "
+        f"writes to {target} "
         f"(then encoder_weights: {weights} finds it; the folder is ${WEIGHTS_DIR_ENV} or {DEFAULT_WEIGHTS_DIR}), "
         f"or put it anywhere and set encoder_weights: /path/to/{target.name} in the model section of the config"
     )

@@ -1,0 +1,31 @@
+"""Training: config, LightningModule, callbacks, runs and experiment grids.
+
+Public entry points (imported lazily, so that ``mineralseg.train.losses`` stays
+cheap to import)::
+
+    from mineralseg.train import train, run_experiment, load_train_config
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "train": "mineralseg.train.run",
+    "read_run_metrics": "mineralseg.train.run",
+    "run_experiment": "mineralseg.train.experiment",
+    "load_train_config": "mineralseg.train.config",
+    "TrainConfig": "mineralseg.train.config",
+    "SegmentationModule": "mineralseg.train.module",
+    "NaNGuard": "mineralseg.train.callbacks",
+    "NonFiniteLossError": "mineralseg.train.callbacks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mineralseg.train' has no attribute {name!r}")

@@ -1,0 +1,332 @@
+"""The training config (``mineralseg train CONFIG``): pydantic models and loading.
+
+Example (every key optional except ``dataset``; paths are relative to the config
+file's folder)::
+
+    dataset: ../data/demo-dataset     # a folder made by `mineralseg prepare`
+    run: {root: runs, name: unet-resnet18}
+    seed: 0
+    input_size: 128                  # tiles resized on the fly (the study: 128/256/512)
+    approach: imagenet_full          # imagenet_full | imagenet_frozen | random (or leave out)
+    model: {arch: unet, encoder: resnet18}
+    loss: {name: dice_focal, focal_weight: 1.0, gamma: 2.0, class_weights: auto}
+    imbalance: {loss_weights: true, focal_term: true, rare_sampler: false}
+    augment: {rotate: 15, shift: 0.05, shear: 10, zoom: 0.3, hflip: true, vflip: true}
+    optim: {lr: 1.0e-3, t0_steps: null, t_mult: 2, eta_min: 1.0e-6}
+    trainer: {max_epochs: 50, batch_size: 8, precision: auto, devices: auto}
+
+A misspelt key is a :class:`~mineralseg.errors.ConfigError` that lists the valid keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from mineralseg.config import StrictModel, load_yaml, parse_config
+from mineralseg.data.augment import AugmentConfig
+from mineralseg.errors import ConfigError
+
+__all__ = [
+    "APPROACHES",
+    "AugmentConfig",
+    "ImbalanceConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "apply_overrides",
+    "load_train_config",
+]
+
+# The study's three training approaches -> (encoder_weights, freeze_encoder).
+APPROACHES: dict[str, tuple[str | None, bool]] = {
+    "imagenet_full": ("imagenet", False),
+    "imagenet_frozen": ("imagenet", True),
+    "random": (None, False),
+}
+Approach = Literal["imagenet_full", "imagenet_frozen", "random"]
+
+
+class RunConfig(StrictModel):
+    """Where a run's folder goes: ``<root>/<name>-<timestamp>/``."""
+
+    root: Path = Path("runs")
+    name: str | None = Field(None, description="default: <arch>-<encoder>-<input_size>")
+
+
+class ModelConfig(StrictModel):
+    """Architecture and encoder (see :func:`mineralseg.models.build_model`)."""
+
+    arch: str = "unet"
+    encoder: str | None = "resnet18"
+    encoder_weights: str | None = Field(None, description="null | imagenet | path to a weights file")
+    freeze_encoder: bool = False
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="architecture options, e.g. {base_width: 8} for plain-unet"
+    )
+
+
+class LossConfig(StrictModel):
+    """Loss (see :func:`mineralseg.train.losses.build_loss`)."""
+
+    name: Literal["dice_focal", "ce", "lovasz", "dice", "focal"] = "dice_focal"
+    focal_weight: float = Field(1.0, ge=0, description="c in Dice + c * Focal")
+    gamma: float = Field(2.0, ge=0, description="focal exponent")
+    class_weights: Literal["auto", "none"] | list[float] = Field(
+        "auto", description="auto: from the train split's class frequencies; none; or one weight per class"
+    )
+    weight_method: Literal["inverse", "inverse_sqrt", "median"] = "inverse"
+
+
+class ImbalanceConfig(StrictModel):
+    """The study's three independent ways of handling class imbalance."""
+
+    loss_weights: bool = Field(True, description="class weights in the loss (loss.class_weights)")
+    focal_term: bool = Field(True, description="false: dice_focal -> dice, focal -> ce")
+    rare_sampler: bool = Field(False, description="draw tiles with rare classes more often")
+    sampler_power: float = Field(0.5, ge=0, description="tile weight: mean of class_freq ** -power")
+
+
+class OptimConfig(StrictModel):
+    """Adam with CosineAnnealingWarmRestarts stepped per batch."""
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    t0_steps: int | None = Field(None, ge=1, description="first cosine period in optimiser steps; null: one epoch")
+    t_mult: int = Field(2, ge=1, description="period growth factor after each restart")
+    eta_min: float = Field(1e-6, ge=0)
+
+
+class TrainerConfig(StrictModel):
+    """Lightning Trainer settings."""
+
+    max_epochs: int = Field(50, ge=-1, description="-1: no limit (then set max_time)")
+    max_time: str | None = Field(None, description='wall-clock limit "DD:HH:MM:SS"')
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(2, ge=0)
+    precision: Literal["auto", "32", "32-true", "16-mixed", "bf16-mixed", "64"] = Field(
+        "auto", description="auto: 16-mixed on GPU, 32 on CPU"
+    )
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    log_every_n_steps: int = Field(10, ge=1)
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    checkpoint_every_n_steps: int | None = Field(
+        None, ge=1, description="also save last.ckpt every N steps (default: every epoch)"
+    )
+    progress_bar: bool = True
+    deterministic: bool = False
+    gradient_clip_val: float | None = Field(None, gt=0)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("max_time")
+    @classmethod
+    def _max_time_format(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value):
+            raise ValueError(f'max_time must be "DD:HH:MM:SS", got {value!r}')
+        return value
+
+
+class TrainConfig(StrictModel):
+    """A complete training run."""
+
+    dataset: Path
+    run: RunConfig = RunConfig()
+    seed: int = 0
+    input_size: int | None = Field(None, ge=16, description="tile side fed to the model; null: out_size")
+    approach: Approach | None = Field(
+        None, description="imagenet_full | imagenet_frozen | random: sets model.encoder_weights/freeze_encoder"
+    )
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    imbalance: ImbalanceConfig = ImbalanceConfig()
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_approach(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("approach"):
+            return data
+        approach = data["approach"]
+        if approach not in APPROACHES:
+            return data  # the field validator reports it with the valid values
+        weights, freeze = APPROACHES[approach]
+        model = dict(data.get("model") or {})
+        if weights == "imagenet" and model.get("encoder_weights") not in (None, "imagenet"):
+            weights = model["encoder_weights"]  # a local ImageNet weights file
+        for key, value in (("encoder_weights", weights), ("freeze_encoder", freeze)):
+            if key in model and model[key] != value:
+                raise ValueError(
+                    f"approach {approach!r} sets model.{key} to {value!r} but the config gives "
+                    f"{model[key]!r}; remove one of them"
+                )
+            model[key] = value
+        return {**data, "model": model}
+
+    @property
+    def effective_loss(self) -> str:
+        """The loss name after the ``imbalance.focal_term`` switch."""
+        if not self.imbalance.focal_term:
+            return {"dice_focal": "dice", "focal": "ce"}.get(self.loss.name, self.loss.name)
+        return self.loss.name
+
+    def run_name(self) -> str:
+        """``run.name`` or ``<arch>-<encoder>-<input_size>``."""
+        if self.run.name:
+            return self.run.name
+        parts = [self.model.arch, self.model.encoder, str(self.input_size) if self.input_size else None]
+        return "-".join(p for p in parts if p)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (JSON/YAML-safe) form; paths as strings."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    if isinstance(data.get("dataset"), str | os.PathLike):
+        p = Path(data["dataset"]).expanduser()
+        data["dataset"] = str(p if p.is_absolute() else (base / p))
+    run = data.get("run")
+    if isinstance(run, dict) and isinstance(run.get("root"), str | os.PathLike):
+        p = Path(run["root"]).expanduser()
+        data["run"] = {**run, "root": str(p if p.is_absolute() else (base / p))}
+    return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _normalise_overrides(overrides: Any) -> dict[str, Any]:
+    """``{"a.b": v}`` / nested dicts / ``["a.b=v", ...]`` -> one nested dict."""
+    if overrides is None:
+        return {}
+    items: list[tuple[str, Any]] = []
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        for text in overrides:
+            if "=" not in str(text):
+                raise ConfigError(f"override {text!r} is not of the form key.path=value")
+            key, value = str(text).split("=", 1)
+            items.append((key.strip(), yaml.safe_load(value)))
+    nested: dict[str, Any] = {}
+    for key, value in items:
+        if isinstance(value, dict) and "." not in key:
+            nested = _merge(nested, {key: value})
+        else:
+            _set_dotted(nested, key, value)
+    return nested
+
+
+def apply_overrides(data: dict[str, Any], overrides: Any) -> dict[str, Any]:
+    """Merge overrides into a config dict.
+
+    Parameters
+    ----------
+    data : dict
+        Config as plain data.
+    overrides : dict or list of str, optional
+        ``{"trainer.max_epochs": 3}``, ``{"trainer": {"max_epochs": 3}}`` or
+        ``["trainer.max_epochs=3"]`` (values parsed as YAML).
+
+    Returns
+    -------
+    dict
+        A new dict. Overriding ``approach`` drops the base's ``model.encoder_weights``
+        and ``model.freeze_encoder`` (unless also overridden), so the new approach
+        applies instead of conflicting with the resolved old one. A local weights file
+        in ``model.encoder_weights`` is kept: the ``imagenet_*`` approaches use it.
+    """
+    nested = _normalise_overrides(overrides)
+    base = copy.deepcopy(data)
+    if "approach" in nested and isinstance(base.get("model"), dict):
+        given = nested.get("model") or {}
+        for key in ("encoder_weights", "freeze_encoder"):
+            local_file = (
+                key == "encoder_weights"
+                and base["model"].get(key) not in (None, "imagenet")
+                and nested["approach"] != "random"
+            )
+            if key not in given and not local_file:  # a local ImageNet file stays for imagenet_*
+                base["model"].pop(key, None)
+    return _merge(base, nested)
+
+
+def load_train_config(
+    source: str | os.PathLike | dict[str, Any] | TrainConfig, *, overrides: Any = None
+) -> TrainConfig:
+    """Load and validate a training config.
+
+    Parameters
+    ----------
+    source : path-like, dict or TrainConfig
+        A YAML file (relative paths inside resolve against its folder), a dict
+        (relative paths resolve against the current folder) or a config.
+    overrides : dict or list of str, optional
+        See :func:`apply_overrides`.
+
+    Returns
+    -------
+    TrainConfig
+        With absolute ``dataset`` and ``run.root``.
+
+    Raises
+    ------
+    ConfigError
+        Missing or invalid file, unknown keys (the message lists the valid ones),
+        values out of range.
+    """
+    if isinstance(source, TrainConfig):
+        data, base, where = source.to_dict(), Path.cwd(), "config"
+    elif isinstance(source, dict):
+        data, base, where = source, Path.cwd(), "config"
+    else:
+        path = Path(source)
+        data, base, where = load_yaml(path), path.resolve().parent, str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        where = f"{where} (with overrides)"
+    if "dataset" not in data:
+        raise ConfigError(f"{where}: missing key 'dataset' (the folder made by `mineralseg prepare`)")
+    return parse_config(_resolve_paths(data, base), TrainConfig, source=where)

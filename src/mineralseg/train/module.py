@@ -1,0 +1,144 @@
+"""The LightningModule for segmentation: model + loss + optimisation + metrics.
+
+Checkpoints describe themselves: ``hyper_parameters`` hold the resolved training
+config and a ``meta`` dict (class names and colours, ignore_index, input
+normalisation, sizes, architecture, dataset hash), and ``on_save_checkpoint`` adds
+the same ``meta`` under ``checkpoint["mineralseg"]`` with the package versions, so
+:func:`mineralseg.evaluate.checkpoint.load_checkpoint_model` rebuilds the model from
+the file alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
+
+from mineralseg.evaluate.metrics import SegmentationMetrics
+from mineralseg.models import build_model
+from mineralseg.train.config import TrainConfig
+from mineralseg.train.losses import build_loss
+
+__all__ = ["META_KEY", "SegmentationModule", "META_VERSION"]
+
+META_KEY = "mineralseg"  # checkpoint entry holding the self-description
+META_VERSION = 1
+# Steps per cosine period when the epoch length is unknown (iterable loaders).
+_FALLBACK_T0_STEPS = 1000
+
+
+class SegmentationModule(L.LightningModule):
+    """Segmentation model trained with the study's recipe.
+
+    Parameters
+    ----------
+    config : dict
+        Resolved :class:`~mineralseg.train.config.TrainConfig` as plain data.
+    meta : dict
+        Self-description stored in checkpoints; needs at least ``class_names``,
+        ``ignore_index``, ``in_channels`` and ``class_weights`` (list or None).
+    pretrained : bool
+        Load ``model.encoder_weights`` when building the model (True for a new run).
+        False (the default, also used by ``load_from_checkpoint``) when the weights come
+        from a checkpoint anyway: no download, no weights file needed.
+
+    Notes
+    -----
+    Logged metrics: ``train_loss`` (step and epoch), ``lr`` (per step), ``val_loss``, ``val_miou``
+    (one confusion matrix over the whole validation split, summed across processes),
+    ``val_iou_<class>``, ``val_mean_f1``, ``val_pixel_accuracy`` and ``val_pixels``
+    (labelled pixels counted in the validation matrix).
+    """
+
+    def __init__(self, config: dict[str, Any], meta: dict[str, Any], *, pretrained: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config, "meta": meta})
+        self.cfg = TrainConfig.model_validate(config)
+        self.meta = meta
+        m = self.cfg.model
+        self.model = build_model(
+            m.arch,
+            m.encoder,
+            num_classes=len(meta["class_names"]),
+            in_channels=int(meta.get("in_channels", 1)),
+            encoder_weights=m.encoder_weights if pretrained else None,
+            freeze_encoder=m.freeze_encoder,
+            **m.options,
+        )
+        self.loss_fn = build_loss(
+            self.cfg.effective_loss,
+            class_weights=meta.get("class_weights"),
+            focal_weight=self.cfg.loss.focal_weight,
+            gamma=self.cfg.loss.gamma,
+            ignore_index=int(meta["ignore_index"]),
+        )
+        self.val_metrics = SegmentationMetrics(
+            len(meta["class_names"]), class_names=meta["class_names"], ignore_index=int(meta["ignore_index"])
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_channels, H, W) normalised images -> (N, C, H, W) logits."""
+        return self.model(x)
+
+    def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The configured loss of a batch (a 0-d tensor)."""
+        return self.loss_fn(logits, target)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch["image"], batch["mask"]
+        loss = self.compute_loss(self(x), y)
+        n = x.shape[0]
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch["image"], batch["mask"]
+        logits = self(x)
+        loss = self.compute_loss(logits, y)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.val_metrics.update(logits.detach(), y)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()  # synced across processes by torchmetrics
+        with self.val_metrics.sync_context():  # compute() restores the local state after it
+            pixels = self.val_metrics.confmat.sum().double()
+        self.val_metrics.reset()
+        self.log("val_miou", scores["miou"].float(), prog_bar=True)
+        logged = {"val_mean_f1": scores["mean_f1"], "val_pixel_accuracy": scores["pixel_accuracy"],
+                  "val_pixels": pixels}
+        for name in self.meta["class_names"]:
+            logged[f"val_iou_{name}"] = scores[f"iou_{name}"]
+        self.log_dict({k: v.float() for k, v in logged.items()})
+
+    def _steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        try:
+            _ = trainer.estimated_stepping_batches  # sets up the train loader
+            n = trainer.num_training_batches
+        except Exception:  # no trainer attached / unknown length
+            return _FALLBACK_T0_STEPS
+        if not n or math.isinf(n):
+            return _FALLBACK_T0_STEPS
+        return max(1, int(n) // max(1, trainer.accumulate_grad_batches))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.cfg.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        t0 = o.t0_steps or self._steps_per_epoch()
+        scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=t0, T_mult=o.t_mult, eta_min=o.eta_min)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from mineralseg.train.run import package_versions
+
+        checkpoint[META_KEY] = {
+            "version": META_VERSION,
+            "meta": self.meta,
+            "config": self.hparams["config"],
+            "versions": package_versions(),
+        }

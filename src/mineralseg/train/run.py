@@ -1,0 +1,577 @@
+"""``mineralseg train``: one training run in its own folder, resumable.
+
+A run folder ``<run.root>/<name>-<YYYYmmdd-HHMMSS>/`` holds::
+
+    config.yaml              the resolved config (absolute paths; approach applied)
+    run.json                 seed, versions, dataset manifest sha256, command, times,
+                             device, status and results (updated at the end)
+    checkpoints/best.ckpt    highest val_miou
+    checkpoints/last.ckpt    latest state (every epoch, or every N steps)
+    metrics.csv              Lightning CSVLogger (merged across resumes)
+    hparams.yaml             what the module saved as hyper-parameters
+    tensorboard/             TensorBoard event files
+
+``train(config, resume=RUN)`` continues from ``RUN/checkpoints/last.ckpt`` in the
+same folder. Distributed training (``trainer.devices``/``num_nodes``/``strategy``)
+works with Lightning's launchers: with ``strategy: ddp`` the script is started again
+for the other local processes, which find the run folder through the environment
+variable ``MINERALSEG_RUN_DIR`` and write nothing themselves. Under an external
+launcher (SLURM, torchrun) every process derives the folder
+``<root>/<name>-<job id>`` from ``SLURM_JOB_ID`` / ``TORCHELASTIC_RUN_ID``; only
+global rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import inspect
+import logging
+import os
+import platform
+import re
+import shutil
+import socket
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from mineralseg.data.datamodule import SegmentationDataModule
+from mineralseg.data.manifest import DatasetManifest, load_manifest
+from mineralseg.errors import ConfigError, DataError, UserError
+from mineralseg.io.atomic import atomic_path, write_json
+from mineralseg.train.callbacks import NaNGuard, NonFiniteLossError
+from mineralseg.train.config import TrainConfig, load_train_config
+from mineralseg.train.losses import class_weights_from_frequencies
+from mineralseg.train.module import META_KEY, SegmentationModule
+
+__all__ = ["RUN_DIR_ENV", "package_versions", "read_run_metrics", "train", "training_meta"]
+
+log = logging.getLogger(__name__)
+
+RUN_DIR_ENV = "MINERALSEG_RUN_DIR"  # shared with the processes a DDP launcher starts
+CHECKPOINT_DIR = "checkpoints"
+BEST_NAME = "best"
+LAST_NAME = "last"
+METRICS_NAME = "metrics.csv"
+_PARTS_DIR = "logs"  # metrics.csv of interrupted sessions, merged at the end of a resume
+_VERSIONED_PACKAGES = (
+    "mineralseg", "torch", "lightning", "segmentation-models-pytorch", "timm", "albumentations",
+    "torchmetrics", "numpy", "opencv-python-headless", "pydantic",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages a run depends on."""
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _is_global_zero() -> bool:
+    """True in the process that owns the run folder (before the Trainer exists)."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def _launch_id() -> str | None:
+    """Job id shared by all processes of an external multi-process launch (SLURM, torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1))) <= 1:
+        return None
+    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
+        value = os.environ.get(key, "")
+        if value and value != "none":
+            return re.sub(r"[^A-Za-z0-9_.-]", "_", value)
+    return None
+
+
+def _new_run_dir(root: Path, name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(1000):
+        path = root / (f"{name}-{stamp}" if k == 0 else f"{name}-{stamp}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"cannot create a new run folder for {name!r} in {root}")
+
+
+def _class_weights(cfg: TrainConfig, manifest: DatasetManifest) -> list[float] | None:
+    if not cfg.imbalance.loss_weights or cfg.loss.class_weights == "none":
+        return None
+    if isinstance(cfg.loss.class_weights, list):
+        if len(cfg.loss.class_weights) != manifest.num_classes:
+            raise ConfigError(
+                f"loss.class_weights has {len(cfg.loss.class_weights)} values but the dataset "
+                f"{manifest.root} has {manifest.num_classes} classes {manifest.class_names}"
+            )
+        return [float(w) for w in cfg.loss.class_weights]
+    freq = manifest.class_frequencies("train")
+    return [float(w) for w in class_weights_from_frequencies(freq, cfg.loss.weight_method)]
+
+
+def training_meta(
+    cfg: TrainConfig, manifest: DatasetManifest, *, mean: float, std: float, class_weights: list[float] | None
+) -> dict[str, Any]:
+    """The self-description stored in every checkpoint of a run (plain data)."""
+    return {
+        "class_names": list(manifest.class_names),
+        "class_colors": [list(c) for c in manifest.class_colors],
+        "ignore_index": manifest.ignore_index,
+        "num_classes": manifest.num_classes,
+        "schema_name": manifest.schema_name,
+        "in_channels": 1,
+        "mean": float(mean),
+        "std": float(std),
+        "input_size": int(cfg.input_size or manifest.out_size),
+        "tile_size": manifest.tile_size,
+        "out_size": manifest.out_size,
+        "sem_scale": manifest.sem_scale,
+        "sem_normalisation": manifest.normalisation,
+        "arch": cfg.model.arch,
+        "encoder": cfg.model.encoder,
+        "model_options": dict(cfg.model.options),
+        "encoder_weights": cfg.model.encoder_weights,
+        "freeze_encoder": cfg.model.freeze_encoder,
+        "approach": cfg.approach,
+        "class_weights": class_weights,
+        "dataset": str(manifest.root),
+        "dataset_sha256": manifest.sha256,
+    }
+
+
+def _check_input_size(model: torch.nn.Module, cfg: TrainConfig, input_size: int) -> None:
+    """ConfigError before training when the model cannot take ``input_size``."""
+    divisor = int(getattr(model, "input_divisor", 1) or 1)
+    smallest = int(getattr(model, "min_input_size", 1) or 1)
+    name = f"{cfg.model.arch}/{cfg.model.encoder}" if cfg.model.encoder else cfg.model.arch
+    if input_size % divisor:
+        lower = max(divisor, input_size // divisor * divisor)
+        raise ConfigError(
+            f"input_size {input_size} is not a multiple of {divisor}, which {name} needs; "
+            f"use {lower} or {lower + divisor}"
+        )
+    if input_size < smallest:
+        raise ConfigError(f"input_size {input_size} is below {smallest}, the smallest input {name} takes")
+
+
+def _precision(cfg: TrainConfig) -> str:
+    p = cfg.trainer.precision
+    if p == "auto":
+        acc = cfg.trainer.accelerator.lower()
+        gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+        return "16-mixed" if gpu else "32-true"
+    return {"32": "32-true", "64": "64-true"}.get(p, p)
+
+
+def _device_info(trainer: L.Trainer) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "accelerator": type(trainer.accelerator).__name__,
+        "strategy": type(trainer.strategy).__name__,
+        "devices": trainer.num_devices,
+        "num_nodes": trainer.num_nodes,
+        "precision": str(trainer.precision),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _load_checkpoint_dict(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # corrupt / truncated file
+        raise DataError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- metrics.csv
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _parts(run_dir: Path) -> list[tuple[Path, int]]:
+    """Earlier sessions' metrics files with the step their successor resumed from."""
+    out = []
+    for p in sorted((run_dir / _PARTS_DIR).glob("metrics-part*-until-step*.csv")):
+        try:
+            k = int(p.stem.split("-part")[1].split("-")[0])
+            step = int(p.stem.rsplit("until-step", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        out.append((k, p, step))
+    return [(p, step) for _, p, step in sorted(out)]
+
+
+def read_run_metrics(run_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a run's metrics, merged across resumed sessions.
+
+    Rows of an interrupted session logged at or after the step the next session
+    resumed from are dropped (that work was done again).
+    """
+    run_dir = Path(run_dir)
+    rows: list[dict[str, str]] = []
+    for path, resumed_at in _parts(run_dir):
+        for row in _read_csv(path):
+            try:
+                step = int(float(row.get("step") or ""))
+            except ValueError:  # a line cut short by the kill
+                continue
+            if step < resumed_at:
+                rows.append(row)
+    current = run_dir / METRICS_NAME
+    if current.is_file():
+        rows.extend(_read_csv(current))
+    return rows
+
+
+def _merge_metrics(run_dir: Path) -> None:
+    parts = _parts(run_dir)
+    if not parts:
+        return
+    rows = read_run_metrics(run_dir)
+    keys = sorted({k for r in rows for k in r})
+    with atomic_path(run_dir / METRICS_NAME) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    for path, _ in parts:
+        path.unlink()
+
+
+def _set_aside_metrics(run_dir: Path, resumed_at: int) -> None:
+    current = run_dir / METRICS_NAME
+    if not current.is_file():
+        return
+    k = len(_parts(run_dir))
+    dest = run_dir / _PARTS_DIR / f"metrics-part{k:03d}-until-step{resumed_at}.csv"
+    dest.parent.mkdir(exist_ok=True)
+    os.replace(current, dest)
+
+
+class _AtomicExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, but a header change rewrites metrics.csv atomically.
+
+    New columns (the first validation, the first epoch-end loss) make Lightning
+    rewrite the whole file; a run killed at that moment (often right after a
+    checkpoint) would otherwise lose the rows logged so far.
+    """
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        with atomic_path(self.metrics_file_path) as tmp, tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class _AtomicCSVLogger(CSVLogger):
+    """CSVLogger writing through :class:`_AtomicExperimentWriter`."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AtomicExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+# --------------------------------------------------------------------------- trainer
+def _callbacks(cfg: TrainConfig, ckpt_dir: Path) -> list[L.Callback]:
+    t = cfg.trainer
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir, filename=BEST_NAME, monitor="val_miou", mode="max",
+        save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
+    )
+    every = {"every_n_train_steps": t.checkpoint_every_n_steps} if t.checkpoint_every_n_steps else {"every_n_epochs": 1}
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir, filename=LAST_NAME, save_top_k=1, enable_version_counter=False,
+        auto_insert_metric_name=False, **every,
+    )
+    callbacks: list[L.Callback] = [NaNGuard(), last]
+    if t.limit_val_batches != 0:  # without validation there is no val_miou to rank by
+        callbacks.insert(1, best)
+    if t.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
+    return callbacks
+
+
+def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
+    t = cfg.trainer
+    loggers = [
+        _AtomicCSVLogger(save_dir=run_dir, name="", version=""),
+        TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", default_hp_metric=False),
+    ]
+    limits = {k: getattr(t, k) for k in ("limit_train_batches", "limit_val_batches") if getattr(t, k) is not None}
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=t.max_epochs,
+        max_time=t.max_time,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=_precision(cfg),
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip_val,
+        logger=loggers,
+        callbacks=_callbacks(cfg, run_dir / CHECKPOINT_DIR),
+        **limits,
+    )
+
+
+def _run_folder(cfg: TrainConfig, owner: bool) -> tuple[Path, bool]:
+    """The folder of a new run and whether this process created it.
+
+    Processes started by a DDP launcher get it from ``MINERALSEG_RUN_DIR``; under an
+    external launcher all processes derive ``<root>/<name>-<job id>``; otherwise the
+    owner creates ``<root>/<name>-<timestamp>``.
+    """
+    shared, launch_id = os.environ.get(RUN_DIR_ENV), _launch_id()
+    if shared:
+        return Path(shared), False
+    if launch_id:
+        run_dir = Path(cfg.run.root) / f"{cfg.run_name()}-{launch_id}"
+        created = owner and not run_dir.exists()
+        if owner:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir, created
+    if owner:
+        return _new_run_dir(Path(cfg.run.root), cfg.run_name()), True
+    raise UserError(
+        f"this process (rank > 0) was not given the run folder; set {RUN_DIR_ENV} to the folder "
+        "shared by all processes"
+    )
+
+
+def _resumed_meta(last_ckpt: Path, run_dir: Path, manifest: DatasetManifest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint to resume from and its meta; DataError if the classes changed."""
+    previous = _load_checkpoint_dict(last_ckpt)
+    meta = dict((previous.get(META_KEY) or {}).get("meta") or previous["hyper_parameters"]["meta"])
+    if meta["class_names"] != manifest.class_names:
+        raise DataError(
+            f"cannot resume {run_dir}: it was trained on classes {meta['class_names']} but dataset "
+            f"{manifest.root} has {manifest.class_names}"
+        )
+    return previous, meta
+
+
+def _fit_kwargs(trainer: L.Trainer) -> dict[str, Any]:
+    # Lightning >= 2.5 asks whether resumed checkpoints may hold more than weights;
+    # ours hold loop and optimiser states.
+    return {"weights_only": False} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+
+
+def _resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
+    run_dir = Path(resume)
+    if not run_dir.is_dir():
+        raise UserError(f"cannot resume: run folder not found: {run_dir}")
+    last = run_dir / CHECKPOINT_DIR / f"{LAST_NAME}.ckpt"
+    if not last.is_file():
+        raise UserError(f"cannot resume {run_dir}: no {CHECKPOINT_DIR}/{LAST_NAME}.ckpt (no checkpoint was saved)")
+    return run_dir, last
+
+
+def train(
+    config: str | os.PathLike | dict[str, Any] | TrainConfig | None = None,
+    *,
+    resume: str | os.PathLike | None = None,
+    overrides: Any = None,
+) -> Path:
+    """Train a segmentation model; return the run folder.
+
+    Parameters
+    ----------
+    config : path-like, dict or TrainConfig, optional
+        The training config (see :mod:`mineralseg.train.config`). May be left out
+        with ``resume`` (the run's own ``config.yaml`` is used).
+    resume : path-like, optional
+        A run folder to continue from its ``checkpoints/last.ckpt`` (same folder;
+        epochs and steps continue, metrics.csv is merged).
+    overrides : dict or list of str, optional
+        Config changes, e.g. ``{"trainer.max_epochs": 80}`` or ``["optim.lr=1e-4"]``.
+
+    Returns
+    -------
+    Path
+        The run folder.
+
+    Raises
+    ------
+    ConfigError
+        Invalid config, unknown architecture/encoder, input size the model cannot
+        take (all before anything is trained or written).
+    DataError
+        Dataset folder without ``manifest.json``, unreadable tiles, class schema of a
+        resumed run differing from the dataset's.
+    NonFiniteLossError
+        The loss became NaN/inf (the message names the last good checkpoint).
+    """
+    last_ckpt: Path | None = None
+    run_dir: Path | None = None
+    if resume is not None:
+        run_dir, last_ckpt = _resolve_resume(resume)
+        if config is None:
+            config = run_dir / "config.yaml"
+    if config is None:
+        raise UserError("train() needs a config (or resume=RUN_FOLDER)")
+    cfg = load_train_config(config, overrides=overrides)
+    manifest = load_manifest(cfg.dataset)
+    input_size = int(cfg.input_size or manifest.out_size)
+
+    previous: dict[str, Any] | None = None
+    mean = std = None
+    if last_ckpt is not None:
+        previous, old_meta = _resumed_meta(last_ckpt, run_dir, manifest)
+        mean, std, weights = old_meta["mean"], old_meta["std"], old_meta["class_weights"]
+    else:
+        weights = _class_weights(cfg, manifest)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = SegmentationDataModule(
+        manifest, input_size=input_size, batch_size=cfg.trainer.batch_size,
+        num_workers=cfg.trainer.num_workers, augment=cfg.augment,
+        rare_sampler=cfg.imbalance.rare_sampler, sampler_power=cfg.imbalance.sampler_power,
+        mean=mean, std=std, pin_memory=torch.cuda.is_available(),
+    )
+    meta = training_meta(cfg, manifest, mean=datamodule.mean, std=datamodule.std, class_weights=weights)
+    module = SegmentationModule(cfg.to_dict(), meta, pretrained=last_ckpt is None)
+    _check_input_size(module.model, cfg, input_size)
+
+    owner = _is_global_zero()
+    created = False
+    if run_dir is None:
+        run_dir, created = _run_folder(cfg, owner)
+    record = _start_record(run_dir, cfg, manifest, meta, module, previous, last_ckpt) if owner else {}
+    if owner:
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            tmp.write_text(cfg.to_yaml())
+        if previous is not None:
+            _set_aside_metrics(run_dir, int(previous.get("global_step", 0)))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            trainer = _trainer(cfg, run_dir)
+    except (MisconfigurationException, ValueError) as exc:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        where = "config" if isinstance(config, dict | TrainConfig) else str(config)
+        raise ConfigError(f"{where}: invalid trainer settings: {exc}") from None
+    if owner:
+        record["device"] = _device_info(trainer)
+        write_json(run_dir / "run.json", record)
+
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    started = time.perf_counter()
+    status = "failed"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            if cfg.model.freeze_encoder:  # a frozen encoder is kept in eval mode on purpose
+                warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt, **_fit_kwargs(trainer))
+        if trainer.interrupted:
+            status = "interrupted"
+        else:
+            trainer.save_checkpoint(run_dir / CHECKPOINT_DIR / f"{LAST_NAME}.ckpt", weights_only=False)
+            status = "finished"
+    except NonFiniteLossError as exc:
+        status = f"stopped: {exc}"
+        raise
+    except (KeyboardInterrupt, SystemExit):  # Lightning exits after Ctrl+C
+        status = "interrupted"
+        raise
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+        if owner and trainer.is_global_zero:
+            _merge_metrics(run_dir)
+            _finish_record(run_dir, record, trainer, status, time.perf_counter() - started)
+    return run_dir
+
+
+def _start_record(
+    run_dir: Path, cfg: TrainConfig, manifest: DatasetManifest, meta: dict[str, Any],
+    module: SegmentationModule, previous: dict[str, Any] | None, last_ckpt: Path | None,
+) -> dict[str, Any]:
+    now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    path = run_dir / "run.json"
+    record: dict[str, Any] = {}
+    if previous is not None and path.is_file():
+        import json
+
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = {}
+    params = sum(p.numel() for p in module.model.parameters())
+    trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+    record.setdefault("start_time", now)
+    record.setdefault("train_time_s", 0.0)
+    record.update({
+        "status": "running",
+        "seed": cfg.seed,
+        "command": [sys.executable, *sys.argv],
+        "cwd": os.getcwd(),
+        "versions": package_versions(),
+        "dataset": {
+            "path": str(manifest.root),
+            "manifest_sha256": manifest.sha256,
+            "tiles": {s: sum(t.split == s for t in manifest.tiles) for s in ("train", "val", "test")},
+        },
+        "input_normalisation": {"mean": meta["mean"], "std": meta["std"]},
+        "class_names": meta["class_names"],
+        "class_weights": meta["class_weights"],
+        "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "parameters": params,
+                  "trainable_parameters": trainable},
+    })
+    if previous is not None:
+        if record.get("dataset", {}).get("manifest_sha256") not in (None, manifest.sha256):
+            log.warning("resuming %s on a dataset whose manifest changed", run_dir)
+        record.setdefault("resumed", []).append(
+            {"time": now, "checkpoint": str(last_ckpt), "epoch": previous.get("epoch"),
+             "global_step": previous.get("global_step")}
+        )
+    return record
+
+
+def _finish_record(run_dir: Path, record: dict[str, Any], trainer: L.Trainer, status: str, seconds: float) -> None:
+    best = next((cb for cb in trainer.checkpoint_callbacks
+                 if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_miou"), None)
+    score = best.best_model_score if best is not None else None
+    record.update({
+        "status": status,
+        "end_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "train_time_s": float(record.get("train_time_s", 0.0)) + seconds,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "best_checkpoint": str(best.best_model_path) if best is not None and best.best_model_path else None,
+        "best_val_miou": None if score is None or not np.isfinite(float(score)) else float(score),
+    })
+    write_json(run_dir / "run.json", record)

@@ -1,0 +1,1 @@
+"""mineralseg.evaluate"""

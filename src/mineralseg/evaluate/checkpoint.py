@@ -1,0 +1,159 @@
+"""Rebuild a trained model from its checkpoint file alone.
+
+Checkpoints written by :mod:`mineralseg.train` carry a self-description (see
+:mod:`mineralseg.train.module`): class names and colours, ignore_index, input
+normalisation, input/tile sizes, architecture and encoder, the dataset hash and the
+resolved training config. The model is rebuilt without pretrained weights (no
+download, no weights file needed) and then given the trained state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mineralseg.data.manifest import DatasetManifest
+from mineralseg.errors import DataError, UserError
+
+__all__ = ["check_dataset_matches", "load_checkpoint_model", "read_checkpoint", "resolve_checkpoint"]
+
+META_KEY = "mineralseg"  # same as mineralseg.train.module.META_KEY (no Lightning import here)
+_MODEL_PREFIX = "model."
+
+
+def resolve_checkpoint(run_or_checkpoint: str | os.PathLike) -> tuple[Path, Path | None]:
+    """The checkpoint file of a run folder or a checkpoint path, and the run folder.
+
+    A run folder gives ``checkpoints/best.ckpt`` (``last.ckpt`` when no best one was
+    saved). A checkpoint inside ``RUN/checkpoints/`` gives ``RUN`` as its run folder.
+
+    Raises
+    ------
+    UserError
+        Nothing found at the path, or a run folder without checkpoints.
+    """
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            candidate = path / "checkpoints" / name
+            if candidate.is_file():
+                return candidate, path
+        raise UserError(f"{path} holds no checkpoints/best.ckpt or checkpoints/last.ckpt")
+    if not path.is_file():
+        raise UserError(f"checkpoint or run folder not found: {path}")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    if run_dir is not None and not (run_dir / "config.yaml").is_file():
+        run_dir = None
+    return path, run_dir
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint file (on the CPU) and check it describes itself.
+
+    Returns
+    -------
+    dict
+        The raw checkpoint (``state_dict``, ``mineralseg`` entry, ...).
+
+    Raises
+    ------
+    DataError
+        Unreadable file, or a checkpoint not written by ``mineralseg train``.
+    """
+    path = Path(path)
+    try:
+        # Lightning checkpoints hold loop and callback states next to the tensors;
+        # only load checkpoints you trust (as for any pickle-based file).
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint not found: {path}") from None
+    except Exception as exc:
+        raise DataError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise DataError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    if META_KEY not in ckpt and "meta" not in (ckpt.get("hyper_parameters") or {}):
+        raise DataError(f"{path} was not written by `mineralseg train`: it does not describe its classes and inputs")
+    return ckpt
+
+
+def _meta(ckpt: dict[str, Any]) -> dict[str, Any]:
+    entry = ckpt.get(META_KEY) or {}
+    hparams = ckpt.get("hyper_parameters") or {}
+    meta = dict(entry.get("meta") or hparams.get("meta") or {})
+    meta["config"] = entry.get("config") or hparams.get("config")
+    meta["versions"] = entry.get("versions", {})
+    meta["epoch"] = ckpt.get("epoch")
+    meta["global_step"] = ckpt.get("global_step")
+    return meta
+
+
+def load_checkpoint_model(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint (or of a run folder's best checkpoint).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.ckpt`` file or a run folder (see :func:`resolve_checkpoint`).
+    map_location : str or torch.device
+        Device of the returned model.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode; maps (N, in_channels, S, S) normalised images
+        (``(uint8 / 255 - mean) / std``) to (N, C, S, S) logits.
+    meta : dict
+        ``class_names``, ``class_colors``, ``ignore_index``, ``num_classes``,
+        ``in_channels``, ``mean``, ``std``, ``input_size``, ``tile_size``,
+        ``out_size``, ``sem_scale``, ``arch``, ``encoder``, ``dataset_sha256``,
+        ``config`` (the resolved training config), ``versions``, ``epoch``,
+        ``global_step`` and ``checkpoint`` (the file).
+
+    Raises
+    ------
+    UserError / DataError
+        Missing or foreign file; weights that do not fit the rebuilt model.
+    """
+    from mineralseg.models import build_model
+
+    ckpt_path, _ = resolve_checkpoint(path)
+    ckpt = read_checkpoint(ckpt_path)
+    meta = _meta(ckpt)
+    meta["checkpoint"] = str(ckpt_path)
+    model = build_model(
+        meta["arch"],
+        meta.get("encoder"),
+        num_classes=int(meta["num_classes"]),
+        in_channels=int(meta.get("in_channels", 1)),
+        encoder_weights=None,
+        freeze_encoder=False,
+        **(meta.get("model_options") or {}),
+    )
+    state = {k[len(_MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_MODEL_PREFIX)}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"{ckpt_path}: the weights do not fit {meta['arch']}/{meta.get('encoder')}: {first}") from None
+    return model.to(map_location).eval(), meta
+
+
+def check_dataset_matches(meta: dict[str, Any], manifest: DatasetManifest, *, checkpoint: Any = "checkpoint") -> None:
+    """DataError when a dataset's class schema differs from the one a model was trained on."""
+    trained = list(meta.get("class_names") or [])
+    if trained != list(manifest.class_names):
+        raise DataError(
+            f"{checkpoint} was trained on {len(trained)} classes {trained} but dataset {manifest.root} has "
+            f"{manifest.num_classes} classes {manifest.class_names}; evaluate on a dataset prepared with "
+            "the same palette and class level"
+        )
+    if int(meta.get("ignore_index", manifest.ignore_index)) != manifest.ignore_index:
+        raise DataError(
+            f"{checkpoint} uses ignore_index {meta.get('ignore_index')} but dataset {manifest.root} "
+            f"uses {manifest.ignore_index}"
+        )

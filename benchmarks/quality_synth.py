@@ -1,0 +1,248 @@
+"""Segmentation quality on the synthetic twin: U-Net resnet18 at 256 px vs the baselines.
+
+Data: ``--samples`` (>= 4) synthetic SEM/QEMSCAN pairs from
+:func:`mineralseg.synth.write_synth_dataset` (damaged QEMSCAN maps: seams, rotation,
+shift, +16 grey offsets), turned into a dataset by
+:func:`mineralseg.prep.pipeline.prepare` with the ``prepare.yaml`` the generator writes
+(study's 4 groups: pores+background, quartz, albite, clay+accessories; tiles split
+into train / val / test by spatial blocks). Both are made once in ``--out`` and reused.
+
+Methods (all scored on the pixels of the test tiles, one confusion matrix, no smoothing):
+
+``unet-resnet18``
+    Trained with the project's API (``mineralseg.train.run.train``) from random init,
+    tiles resized on the fly to ``--input-size`` (256), for at most ``--minutes``
+    (default 10); best checkpoint by validation mean IoU; scored once on the test split
+    with ``mineralseg.evaluate.evaluate``.
+``otsu`` (row ``multi-otsu``)
+    4-class multi-Otsu thresholds found once on the pooled training tiles (a tile may
+    show one or two phases only), brightness classes mapped to the majority label of
+    the training tiles.
+``rf`` (row ``random-forest``)
+    Pixel random forest (multi-scale features, sigma 1..``--rf-sigma-max``), trained on
+    a stratified sample of the training tiles' pixels, applied tile by tile.
+
+Albite, the class the study found hardest among the minerals, is also reported on its
+own (``albite_iou``). Output: ``benchmarks/results/quality_synth.json`` (rows as in
+``quality_sandstone.json``, dataset "synthetic") and ``quality_synth.md``; re-running
+some methods replaces their rows only.
+
+Usage::
+
+    python benchmarks/quality_synth.py                         # all, CNN for 10 min
+    python benchmarks/quality_synth.py --methods otsu,rf       # baselines only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py, beside this script)
+
+DATASET = "synthetic"
+CNN = "unet-resnet18"
+METHODS = ("otsu", "rf", CNN)
+MIN_SAMPLES = 4  # fewer leave too few blocks of tiles for a meaningful test split
+DEFAULT_MINUTES = 10
+# See quality_sandstone.py: 20,000 pixels per class on average, stratified.
+RF_SAMPLES_PER_CLASS = 20_000
+# Tiles are small (64 px): a sigma of 16 would average over a quarter of the tile.
+RF_SIGMA_MAX = 8
+
+
+# --------------------------------------------------------------------------- data
+def make_dataset(args) -> Path:
+    """Synthetic pairs + prepared dataset in ``args.out`` (made once, then reused)."""
+    from mineralseg.errors import UserError
+    from mineralseg.prep.pipeline import prepare
+    from mineralseg.synth import write_synth_dataset
+
+    raw, dataset = args.out / "raw", args.out / "dataset"
+    if args.regenerate or not (raw / "prepare.yaml").exists():
+        print(f"generating {args.samples} synthetic samples of {args.size} px in {raw} ...", flush=True)
+        try:
+            write_synth_dataset(raw, samples=args.samples, size=args.size, seed=args.seed, overwrite=True)
+        except UserError as exc:
+            raise SystemExit(f"cannot generate the synthetic samples: {exc}") from None
+    else:
+        print(f"using the synthetic samples in {raw}", flush=True)
+    if args.regenerate or not (dataset / "manifest.json").exists():
+        print(f"preparing {dataset} ...", flush=True)
+        try:
+            summary = prepare(raw / "prepare.yaml", dataset, overwrite=True)
+        except UserError as exc:
+            raise SystemExit(f"cannot prepare the synthetic dataset: {exc}") from None
+        print(summary.get("text", ""), flush=True)
+    else:
+        print(f"using the prepared dataset {dataset}", flush=True)
+    return dataset
+
+
+def read_split(manifest, split: str):
+    """Images and masks of a split's tiles, (out_size, out_size) uint8 each."""
+    from mineralseg.data.dataset import read_tile
+
+    tiles = manifest.split(split)
+    pairs = [read_tile(t, size=manifest.out_size) for t in tiles]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def albite_iou(row: dict[str, Any]) -> float | None:
+    for name, v in row["iou"].items():
+        if "albite" in name.lower():
+            return v
+    return None
+
+
+def albite_note(rows: list[dict[str, Any]]) -> list[str]:
+    """The albite IoU of every row, on its own line of the Markdown notes."""
+    found = [f"{r['method']} {r['albite_iou']:.3f}" for r in rows if r.get("albite_iou") is not None]
+    return [f"Albite IoU (the study's hardest mineral): {', '.join(found)}."] if found else []
+
+
+# --------------------------------------------------------------------------- methods
+def run_baseline(method: str, args, manifest, gen: dict[str, Any]) -> dict:
+    from mineralseg.evaluate.baselines import MultiOtsuClassifier, RandomForestPixelClassifier
+
+    names = manifest.class_names
+    if method == "otsu":
+        clf = MultiOtsuClassifier(len(names), shared_thresholds=True)
+        params = {"n_classes": len(names), "thresholds": "pooled training tiles",
+                  "mapping": "majority label on the training tiles"}  # fmt: skip
+    else:
+        clf = RandomForestPixelClassifier(
+            sigma_min=1, sigma_max=args.rf_sigma_max, n_estimators=args.rf_trees,
+            max_samples_per_class=args.rf_samples, sampling="stratified", seed=args.seed, n_jobs=args.threads,
+        )
+        params = {"sigma_min": 1, "sigma_max": args.rf_sigma_max, "n_estimators": args.rf_trees,
+                  "sampling": "stratified", "max_samples_per_class": args.rf_samples, "n_jobs": args.threads,
+                  "seed": args.seed}  # fmt: skip
+    images, masks = read_split(manifest, "train")
+    with common.Stopwatch() as fit_time:
+        clf.fit(images, masks, ignore_index=manifest.ignore_index)
+    if method == "rf":
+        params["train_pixels"] = {names[c]: n for c, n in clf.n_train_pixels_.items()}
+    del images, masks
+    val_images, val_masks = read_split(manifest, "val")
+    val = common.score(val_masks, [clf.predict(im) for im in val_images], names, manifest.ignore_index)
+    test_images, test_masks = read_split(manifest, "test")
+    with common.Stopwatch() as pred_time:
+        preds = [clf.predict(im) for im in test_images]  # the test tiles, once
+    test = common.score(test_masks, preds, names, manifest.ignore_index)
+    params.update(gen)
+    row = common.result_row(
+        common.BASELINE_METHODS[method], DATASET, test, train_seconds=fit_time.seconds, weights=None,
+        split=f"test: {len(test_images)} tiles", val_miou=_round(val["miou"]),
+        predict_seconds=round(pred_time.seconds, 1), params=params,
+    )
+    row["albite_iou"] = albite_iou(row)
+    return row
+
+
+def run_cnn(args, dataset: Path, gen: dict[str, Any]) -> dict:
+    res = common.train_and_evaluate_cnn(
+        CNN, dataset, args.out, minutes=args.minutes, input_size=args.input_size, seed=args.seed,
+        overrides=args.set, num_workers=args.num_workers, batch_size=args.batch_size,
+    )
+    row = common.result_row(
+        CNN, DATASET, res["test"], train_seconds=res["train_seconds"], weights="none",
+        split=f"test: {res['test'].get('num_tiles')} tiles", val_miou=_round(res["val"]["miou"]),
+        params={**res["params"], **gen}, run=common.repo_relative(res["run"]),
+    )
+    row["albite_iou"] = albite_iou(row)
+    return row
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 4)
+
+
+# --------------------------------------------------------------------------- report
+def intro(gen: dict[str, Any]) -> str:
+    return (
+        f"Synthetic twin: {gen['synth_samples']} samples of {gen['synth_size']} px (seed {gen['synth_seed']}) from "
+        "`mineralseg synth`, prepared with the generated `prepare.yaml` (the study's 4 groups; tiles split by "
+        "spatial blocks). IoU from one confusion matrix over all test-tile pixels (no smoothing); every method "
+        "is scored on the same pixels. U-Net resnet18 from random init (weights 'none') at 256 px input, best "
+        "validation checkpoint. Baselines: multi-Otsu with thresholds from the pooled training tiles and the "
+        "brightness -> class mapping learnt on them; pixel random forest applied tile by tile. "
+        "Produced by `benchmarks/quality_synth.py`."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default="all", help=f"comma-separated: all or {', '.join(METHODS)} (default all)")
+    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
+                        help=f"CNN training time in minutes (default {DEFAULT_MINUTES}, "
+                             f"at most {common.MAX_CNN_MINUTES})")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=MIN_SAMPLES, help=f"synthetic samples (>= {MIN_SAMPLES})")
+    parser.add_argument("--size", type=int, default=2048, help="SEM side of each synthetic sample in px (default 2048)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--input-size", type=int, default=256, help="CNN input side (default 256)")
+    parser.add_argument("--out", type=Path, default=common.WORK / "synth", help="work folder (samples, dataset, runs)")
+    parser.add_argument("--results", type=Path, default=common.RESULTS, help="where quality_synth.json/.md go")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (BLAS, torch, random forest); default 1")
+    parser.add_argument("--rf-samples", type=int, default=RF_SAMPLES_PER_CLASS)
+    parser.add_argument("--rf-trees", type=int, default=100)
+    parser.add_argument("--rf-sigma-max", type=float, default=RF_SIGMA_MAX)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-workers", type=int, default=2, help="data loader workers for the CNN")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra training-config override for the CNN, e.g. --set optim.lr=3e-4 (repeatable)")
+    parser.add_argument("--regenerate", action="store_true", help="remake the synthetic samples and the dataset")
+    args = parser.parse_args(argv)
+
+    methods = common.parse_methods(args.methods, METHODS)
+    if CNN in methods:
+        args.minutes = common.check_minutes(args.minutes)
+    if args.samples < MIN_SAMPLES:
+        raise SystemExit(f"--samples must be >= {MIN_SAMPLES}, got {args.samples}")
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    args.out = args.out.resolve()
+    common.limit_threads(args.threads)
+
+    from mineralseg.data.manifest import load_manifest
+
+    dataset = make_dataset(args)
+    manifest = load_manifest(dataset)
+    gen = {"synth_samples": args.samples, "synth_size": args.size, "synth_seed": args.seed}
+
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for method in methods:
+        print(f"\n== {method}", flush=True)
+        try:
+            row = run_cnn(args, dataset, gen) if method == CNN else run_baseline(method, args, manifest, gen)
+        except Exception:  # noqa: BLE001 - report, keep the other methods' rows
+            traceback.print_exc()
+            failed.append(method)
+            continue
+        rows.append(row)
+        print(f"{row['method']}: mean IoU {row['miou']}, albite IoU {row['albite_iou']} "
+              f"(val mean IoU {row.get('val_miou')}), trained in {row['train_seconds']:.0f} s; "
+              f"IoU {row['iou']}", flush=True)  # fmt: skip
+        json_path, md_path, merged = common.write_results(
+            args.results, "quality_synth", rows, title="Segmentation quality: synthetic twin", intro=intro(gen),
+            notes=albite_note,
+        )
+    if rows:
+        print()
+        print(common.text_table(merged, common.class_names_of(merged)))
+        for r in merged:
+            print(f"albite IoU, {r['method']}: {r.get('albite_iou')}")
+        print(f"\nwrote {json_path} and {md_path}")
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)} (see the tracebacks above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -102,4 +102,4 @@ def load_config(path: str | Path, model: type[T]) -> T:
 
 def dump_config(cfg: BaseModel) -> str:
     """The resolved config as YAML text (saved beside every run's outputs)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)

@@ -23,10 +23,7 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"
 
 demo: $(VENV)/.installed
-	$(MS) synth $(DEMO)/synth --samples 2 --size 2048 --seed 0 --overwrite
-	$(MS) prepare $(DEMO)/synth/prepare.yaml --out $(DEMO)/dataset --overwrite
-	@echo "QA figures: $(DEMO)/dataset/qa/"
-	@ls -1 $(DEMO)/dataset/qa/
+	$(MS) demo $(DEMO)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -53,13 +53,15 @@ def prepare(
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="Training config (YAML)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue."),
-    set_: List[str] = typer.Option([], "--set", help="Override a config key: key.sub=value."),
+    config: Optional[Path] = typer.Argument(None, help="Training config (YAML); optional with --resume."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue from its last checkpoint."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config key: key.sub=value (repeatable)."),
 ) -> None:
     """Train a segmentation model; writes a self-describing run folder."""
     from mineralseg.train.run import train as run_train
 
+    if config is None and resume is None:
+        raise UserError("give a training CONFIG, or --resume RUN to continue a run")
     run = run_train(config, resume=resume, overrides=set_ or None)
     typer.echo(f"run folder: {run}")
 
@@ -67,27 +69,53 @@ def train(
 @app.command()
 def evaluate(
     run_or_checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint file."),
-    dataset: Path = typer.Option(..., "--dataset", help="Dataset folder (with manifest.json)."),
+    dataset: Optional[Path] = typer.Option(
+        None, "--dataset", help="Dataset folder (default: the one the model was trained on)."
+    ),
     split: str = typer.Option("test", "--split", help="train | val | test"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/eval-SPLIT)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    panels: int = typer.Option(6, "--panels", min=0, help="Tiles shown in the prediction figure."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best available)."),
 ) -> None:
     """Confusion-matrix metrics over a whole split, plus figures."""
     from mineralseg.evaluate.evaluate import evaluate as run_evaluate
 
-    result = run_evaluate(run_or_checkpoint, dataset, split=split, out=out)
-    typer.echo(_format_summary(result))
+    from mineralseg.evaluate.tables import metrics_markdown
+
+    result = run_evaluate(
+        run_or_checkpoint, dataset, split=split, out=out, batch_size=batch_size, panels=panels, device=device
+    )
+    typer.echo(metrics_markdown(result))
+    typer.echo(f"metrics and figures: {result['out']}")
 
 
 @app.command()
 def experiment(
     grid: Path = typer.Argument(..., help="Experiment grid (YAML)."),
     out: Path = typer.Option(..., "--out", help="Output folder for runs and results."),
+    set_: List[str] = typer.Option([], "--set", help="Override a base config key: key.sub=value."),
 ) -> None:
     """Train and evaluate a grid of models x tile sizes x training approaches."""
     from mineralseg.train.experiment import run_experiment
 
-    run_experiment(grid, out)
+    run_experiment(grid, out, overrides=set_ or None)
     typer.echo(f"results: {Path(out) / 'results.md'}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Argument(Path("demo-out"), help="Work folder (replaced)."),
+    samples: int = typer.Option(2, "--samples", min=2),
+    size: int = typer.Option(2048, "--size", min=512),
+    minutes: float = typer.Option(3.0, "--minutes", min=0.1, help="Training time limit."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Synthetic data -> prepare -> train a small U-Net -> evaluate, on the CPU in minutes."""
+    from mineralseg.demo import run_demo
+
+    summary = run_demo(out, samples=samples, size=size, minutes=minutes, seed=seed)
+    typer.echo(summary["text"])
 
 
 @app.command("export-weights")

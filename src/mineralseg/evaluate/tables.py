@@ -244,3 +244,34 @@ def write_results(
         with atomic_path(path) as tmp:
             tmp.write_text(text)
     return paths
+
+
+def metrics_markdown(result: Mapping[str, Any], *, decimals: int = 3) -> str:
+    """Per-class scores of one evaluation as a Markdown table, plus the means.
+
+    Parameters
+    ----------
+    result : mapping
+        The dict of :func:`mineralseg.evaluate.metrics.metrics_from_confusion`
+        (``class_names``, per-class ``iou``/``f1``/``precision``/``recall``/``support``,
+        ``miou``, ``mean_f1``, ``pixel_accuracy``).
+
+    Returns
+    -------
+    str
+        ``| class | IoU | F1 | precision | recall | pixels |`` rows, then one line with
+        mean IoU, mean F1 and pixel accuracy. Undefined scores show as ``n/a``.
+    """
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{decimals}f}"
+
+    lines = ["| class | IoU | F1 | precision | recall | pixels |", "|---|---|---|---|---|---|"]
+    for name in result["class_names"]:
+        cells = [fmt(result[key].get(name)) for key in ("iou", "f1", "precision", "recall")]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(result['support'].get(name, 0)):,} |")
+    lines.append(
+        f"\nmean IoU {fmt(result.get('miou'))} | mean F1 {fmt(result.get('mean_f1'))} | "
+        f"pixel accuracy {fmt(result.get('pixel_accuracy'))}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,320 @@
+"""End-to-end tests of ``prepare``: small aligned pairs made here, synthetic mosaics, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+from PIL import Image
+from scipy import ndimage
+
+from mineralseg.classes import load_schema
+from mineralseg.errors import DataError, UserError
+from mineralseg.prep.pipeline import prepare
+
+SCHEMA = load_schema("qemscan24")
+# qemscan24 mineral ids used by the hand-made pairs
+PORE, QUARTZ, ALBITE, PYRITE, BACKGROUND = (SCHEMA.index(n) for n in ("pore", "quartz", "albite", "pyrite", "background"))
+GREY = {PORE: 40, QUARTZ: 120, ALBITE: 160, PYRITE: 230, BACKGROUND: 15}
+
+
+def _pair(folder: Path, seed: int, size: int = 96, offset: int = 0) -> tuple[Path, Path, np.ndarray]:
+    """An aligned SEM (uint8 TIFF) / colour label map (PNG) of a round section."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=(size, size)), 2.5)
+    ids = np.full((size, size), QUARTZ, np.uint8)
+    ids[field > 0.05] = ALBITE
+    ids[field < -0.07] = PORE
+    ids[field > 0.12] = PYRITE
+    yy, xx = np.mgrid[:size, :size]
+    ids[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 > (0.44 * size) ** 2] = BACKGROUND
+    lut = np.zeros(256, np.float64)
+    for k, g in GREY.items():
+        lut[k] = g
+    sem = np.clip(lut[ids] + rng.normal(0, 5, ids.shape) + offset * (ids != BACKGROUND), 0, 255).astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(folder / "sem.tif", sem)
+    Image.fromarray(SCHEMA.ids_to_colors(ids, level="minerals")).save(folder / "labels.png")
+    return folder / "sem.tif", folder / "labels.png", ids
+
+
+def _config(root: Path, n: int = 3, *, size: int = 96, **over) -> Path:
+    samples = []
+    for i in range(n):
+        _pair(root / f"s{i}", seed=i, size=size, offset=16 * (i % 2))
+        samples.append({"name": f"s{i}", "sem": f"s{i}/sem.tif", "labels": f"s{i}/labels.png", "aligned": True})
+    data = {
+        "palette": "qemscan24", "classes": "groups", "tile_size": 16, "out_size": 32,
+        "min_sample_fraction": 0.5, "repair_seams": "auto", "register": True, "seed": 1,
+        "split": {"by": "blocks", "block_tiles": 2}, "samples": samples,
+    }
+    for key, value in over.items():
+        data[key] = value
+    path = root / "prepare.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_prepare_aligned_pairs_writes_the_dataset_layout(tmp_path):
+    cfg = _config(tmp_path / "in")
+    out = tmp_path / "ds"
+    summary = prepare(cfg, out, progress=False)
+    assert "tiles:" in summary["text"] and summary["seconds"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["version"] == 1 and manifest["tile_size"] == 16 and manifest["out_size"] == 32
+    assert manifest["schema"]["names"] == SCHEMA.group_names and manifest["schema"]["ignore_index"] == 255
+    assert manifest["samples"] == ["s0", "s1", "s2"]
+    tiles = manifest["tiles"]
+    # 6 x 6 tiles of 16 px per sample, the corners mostly outside the disk
+    assert 3 * 20 <= len(tiles) <= 3 * 36
+    ids = [t["id"] for t in tiles]
+    assert len(set(ids)) == len(ids)
+    total = np.zeros(SCHEMA.n_groups, np.int64)
+    for t in tiles:
+        img = np.asarray(Image.open(out / t["image"]))
+        msk = np.asarray(Image.open(out / t["mask"]))
+        assert img.shape == msk.shape == (32, 32) and img.dtype == msk.dtype == np.uint8
+        counts = np.bincount(msk.ravel(), minlength=256)
+        assert counts[: SCHEMA.n_groups].tolist() == t["class_counts"] and counts[255] == t["ignored"]
+        assert t["split"] in ("train", "val", "test") and t["row"] % 16 == 0 and t["col"] % 16 == 0
+        total += counts[: SCHEMA.n_groups]
+    # no tile in two splits; blocks of 2 x 2 tiles go whole to one split
+    block_split: dict = {}
+    for t in tiles:
+        key = (t["sample"], t["row"] // 32, t["col"] // 32)
+        assert block_split.setdefault(key, t["split"]) == t["split"]
+    assert {t["split"] for t in tiles} == {"train", "val", "test"}
+    stats = json.loads((out / "class_stats.json").read_text())
+    assert stats["splits"]["all"]["counts"] == total.tolist()
+    assert sum(stats["splits"][s]["tiles"] for s in ("train", "val", "test")) == len(tiles)
+    np.testing.assert_allclose(sum(stats["splits"]["all"]["frequencies"]), 1, atol=1e-5)
+    reg = json.loads((out / "registration.json").read_text())
+    assert "x = column" in reg["convention"]
+    assert reg["samples"]["s0"]["registration"]["label_to_sem"] == np.eye(3).tolist()
+    assert reg["samples"]["s1"]["seam_repair"]["applied"] is False
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 1 and run["versions"]["numpy"] == np.__version__ and run["config"]["register"] is True
+    assert {Path(r["path"]).name for r in run["inputs"]} == {"sem.tif", "labels.png"} and len(run["inputs"]) == 6
+    assert all(len(r["hash"]) == 64 for r in run["inputs"])
+    for name in ("qemscan_repaired.png", "sem_aligned.png", "labels_aligned.png"):
+        assert (out / "samples" / "s2" / name).is_file()
+    labels_aligned = np.asarray(Image.open(out / "samples" / "s2" / "labels_aligned.png"))
+    _, _, ids2 = _pair(tmp_path / "check", seed=2)
+    np.testing.assert_array_equal(labels_aligned, SCHEMA.to_groups(ids2))
+    assert (out / "qa" / "class_frequencies.png").is_file() and (out / "qa" / "s0_registration_after.png").is_file()
+    assert _leftovers(tmp_path) == []
+
+
+def test_prepare_offset_sample_normalises_like_the_others(tmp_path):
+    """s1 has the study's +16 offset over the sample: after normalisation it is gone."""
+    cfg = _config(tmp_path / "in", n=2, size=128, split={"by": "sample", "train": ["s0"], "val": ["s1"]})
+    out = tmp_path / "ds"
+    prepare(cfg, out, progress=False)
+    medians = []
+    for s in ("s0", "s1"):
+        img = np.asarray(Image.open(out / "samples" / s / "sem_aligned.png"))
+        lab = np.asarray(Image.open(out / "samples" / s / "labels_aligned.png"))
+        medians.append([np.median(img[lab == g]) for g in (1, 2)])  # quartz, albite
+    np.testing.assert_allclose(medians[0], medians[1], atol=3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {t["split"] for t in manifest["tiles"] if t["sample"] == "s1"} == {"val"}
+
+
+def test_prepare_sem_scale_and_minerals(tmp_path):
+    cfg = _config(tmp_path / "in", n=1, sem_scale=2, classes="minerals", tile_size=32, out_size=16,
+                  split={"by": "blocks", "block_tiles": 1})
+    out = tmp_path / "ds"
+    prepare(cfg, out, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sem_scale"] == 2 and len(manifest["schema"]["names"]) == SCHEMA.n_minerals
+    lab = np.asarray(Image.open(out / "samples" / "s0" / "labels_aligned.png"))
+    sem = np.asarray(Image.open(out / "samples" / "s0" / "sem_aligned.png"))
+    assert lab.shape == sem.shape == (192, 192)
+    _, _, ids = _pair(tmp_path / "check", seed=0)
+    np.testing.assert_array_equal(lab[::2, ::2], ids)
+    counts = np.zeros(SCHEMA.n_minerals, np.int64)
+    for t in manifest["tiles"]:
+        counts += t["class_counts"]
+    assert counts[PYRITE] > 0 and counts[QUARTZ] > counts[PYRITE]
+
+
+def test_prepare_without_normalisation_keeps_grey_levels(tmp_path):
+    cfg = _config(tmp_path / "in", n=1, normalise={"method": "none"}, split={"by": "blocks", "block_tiles": 1})
+    out = tmp_path / "ds"
+    summary = prepare(cfg, out, progress=False)
+    sem = tifffile.imread(tmp_path / "in" / "s0" / "sem.tif")
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "samples" / "s0" / "sem_aligned.png")), sem)
+    tile = json.loads((out / "manifest.json").read_text())["tiles"][0]
+    r, c = tile["row"], tile["col"]
+    # tiles of 16 px enlarged to 32 px: bilinear, so the tile mean stays the SEM window mean
+    tile_img = np.asarray(Image.open(out / tile["image"]), dtype=float)
+    assert abs(tile_img.mean() - sem[r : r + 16, c : c + 16].mean()) < 1.5
+    assert summary["samples"][0]["sem_px_per_working_px"] == 1.0
+
+
+def test_prepare_existing_output_and_overwrite(tmp_path):
+    cfg = _config(tmp_path / "in", n=1)
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    with pytest.raises(UserError, match="already exists"):
+        prepare(cfg, out, progress=False)
+    assert (out / "old.txt").is_file()
+    prepare(cfg, out, overwrite=True, progress=False)
+    assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
+    assert _leftovers(tmp_path) == []
+
+
+def _break(root: Path, how: str) -> tuple[Path, type, str]:
+    """A config made invalid in one way; returns (config, error type, message regex)."""
+    if how == "missing_sem":
+        cfg = _config(root, n=2)
+        (root / "s1" / "sem.tif").unlink()
+        return cfg, DataError, r"sample 's1': SEM not found: .*s1/sem\.tif"
+    if how == "raw_size":
+        cfg = _config(root, n=1)
+        (root / "s0" / "sem.raw").write_bytes(b"\0" * 1000)
+        data = yaml.safe_load(cfg.read_text())
+        data["samples"][0].update(sem="s0/sem.raw", sem_shape=[96, 96], sem_dtype="uint8")
+        cfg.write_text(yaml.safe_dump(data))
+        return cfg, UserError, r"sample 's0': .*sem\.raw"
+    if how == "no_sample":
+        cfg = _config(root, n=2)
+        white = np.full((96, 96, 3), 255, np.uint8)
+        Image.fromarray(white).save(root / "s1" / "labels.png")
+        return cfg, DataError, r"sample 's1': .*s1/labels\.png: no sample found in the label map"
+    if how == "unknown_colour":
+        cfg = _config(root, n=1)
+        rgb = np.asarray(Image.open(root / "s0" / "labels.png")).copy()
+        rgb[:5, :5] = (1, 2, 3)
+        Image.fromarray(rgb).save(root / "s0" / "labels.png")
+        return cfg, UserError, r"sample 's0': .*labels\.png.*\(1, 2, 3\)"
+    if how == "empty_tiling":
+        cfg = _config(root, n=1, tile_size=64, min_sample_fraction=0.99)
+        return cfg, DataError, r"no tile of 64 px has >= 99% of sample 's0' inside \(best: [\d.]+%\); lower tile_size or min_sample_fraction"
+    if how == "aligned_shape":
+        cfg = _config(root, n=1)
+        tifffile.imwrite(root / "s0" / "sem.tif", np.zeros((90, 96), np.uint8))
+        return cfg, DataError, r"sample 's0': aligned pair but the SEM .* has shape 90 x 96 .* 96 x 96"
+    if how == "unmatched_outline":
+        # registration: a round section in the SEM, a long thin strip in the map
+        cfg = _config(root, n=1)
+        ids = np.full((96, 96), BACKGROUND, np.uint8)
+        ids[44:52, 4:92] = QUARTZ
+        Image.fromarray(SCHEMA.ids_to_colors(ids, level="minerals")).save(root / "s0" / "labels.png")
+        yy, xx = np.mgrid[:192, :192]
+        disk = ((yy - 96) ** 2 + (xx - 96) ** 2 < 80**2) * 140 + 20
+        tifffile.imwrite(root / "s0" / "sem.tif", disk.astype(np.uint8))
+        data = yaml.safe_load(cfg.read_text())
+        data["samples"][0]["aligned"] = False
+        data["repair_seams"] = False
+        cfg.write_text(yaml.safe_dump(data))
+        return cfg, DataError, r"sample 's0': .*sem\.tif / .*labels\.png: outlines cannot be matched"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how", ["missing_sem", "raw_size", "no_sample", "unknown_colour", "empty_tiling", "aligned_shape", "unmatched_outline"]
+)
+def test_prepare_bad_input_leaves_nothing(tmp_path, how):
+    cfg, err, match = _break(tmp_path / "in", how)
+    out = tmp_path / "work" / "ds"
+    out.parent.mkdir()
+    with pytest.raises(err, match=match) as info:
+        prepare(cfg, out, progress=False)
+    assert "\n" not in str(info.value)
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- real data
+REPO = Path(__file__).resolve().parents[1]
+SANDSTONE = REPO.parent / "shared" / "data" / "sandstone-xrm"
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.skipif(not SANDSTONE.is_dir(), reason="../shared/data/sandstone-xrm is absent")
+def test_prepare_sandstone_xrm(tmp_path):
+    """The shipped config on the 8 public XRM slices: class shares near the README's."""
+    out = tmp_path / "ds"
+    summary = prepare(REPO / "configs" / "sandstone-xrm.yaml", out, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema"]["names"] == ["air", "quartz", "clay", "pyrite"]
+    by_split: dict = {}
+    for t in manifest["tiles"]:
+        by_split.setdefault(t["split"], set()).add(t["sample"])
+    assert by_split["val"] == {"Versa0250"} and by_split["test"] == {"Versa0300"} and len(by_split["train"]) == 6
+    assert len(manifest["tiles"]) == 8 * 7 * 8  # every 128 px tile of the 1024 x 996 slices
+    # README: ~49 % air, ~45 % quartz, ~4 % clay, ~1.5 % pyrite over whole slices; the
+    # tiles leave out the image margins (mostly air), hence the wider air tolerance.
+    air, quartz, clay, pyrite = summary["class_frequencies"]
+    assert abs(air - 0.49) < 0.08 and abs(quartz - 0.45) < 0.07
+    assert abs(clay - 0.04) < 0.015 and abs(pyrite - 0.015) < 0.006
+    # the grey-coded slice decodes to the same four classes as the colour-coded ones
+    lab = np.asarray(Image.open(out / "samples" / "Versa0180" / "labels_aligned.png"))
+    assert set(np.unique(lab)) == {0, 1, 2, 3}
+
+
+# --------------------------------------------------------------------------- synthetic twin
+def _synth(root: Path, **opts) -> Path:
+    from mineralseg.synth import write_synth_dataset
+
+    return Path(write_synth_dataset(root, progress=False, **opts))
+
+
+def _truth_checks(synth: Path, out: Path, name: str) -> tuple[float, float | None]:
+    """(registration corner error in label pixels, seam repair pixel agreement) vs the truth."""
+    from mineralseg.classes import read_label_map
+    from mineralseg.prep.registration import corner_error
+
+    truth = json.loads((synth / name / "truth" / "truth.json").read_text())
+    reg = json.loads((out / "registration.json").read_text())["samples"][name]
+    clean = read_label_map(synth / name / "truth" / "qemscan_clean.png", SCHEMA)
+    repaired = read_label_map(out / "samples" / name / "qemscan_repaired.png", SCHEMA, unknown="ignore")
+    err = corner_error(reg["registration"]["label_to_sem"], truth["label_to_sem"], clean.shape)
+    agreement = float((repaired == clean).mean()) if repaired.shape == clean.shape else None
+    return err, agreement
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size, seed", [(2048, 0), (4096, 1)])
+def test_prepare_synthetic_twin_recovers_the_truth(tmp_path, size, seed):
+    """The twin with mosaic damage and the +16 offset on sample01; 2,048 px is the demo size."""
+    synth = _synth(tmp_path / "synth", samples=2, size=size, seed=seed)
+    out = tmp_path / "ds"
+    summary = prepare(synth / "prepare.yaml", out, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in ("sample00", "sample01"):
+        err, agreement = _truth_checks(synth, out, name)
+        assert err < 0.5, f"{name}: registration corner error {err:.2f} label px"
+        assert agreement is not None and agreement > 0.98, f"{name}: seam repair agreement {agreement}"
+        rec = next(r for r in summary["samples"] if r["name"] == name)
+        assert rec["seam_repair"]["applied"] and rec["registration"]["score_after"] > rec["registration"]["score_before"]
+        assert any(t["sample"] == name for t in manifest["tiles"])
+        for fig in ("seams", "registration_before", "registration_after"):
+            assert (out / "qa" / f"{name}_{fig}.png").is_file()
+    # the +16 offset of sample01 is gone after normalisation: quartz looks the same
+    medians = []
+    for name in ("sample00", "sample01"):
+        img = np.asarray(Image.open(out / "samples" / name / "sem_aligned.png"))
+        lab = np.asarray(Image.open(out / "samples" / name / "labels_aligned.png"))
+        medians.append(np.median(img[lab == SCHEMA.group_names.index("quartz")]))
+    assert abs(medians[0] - medians[1]) < 8
+
+
+def test_prepare_synthetic_clean_map_registration_only(tmp_path):
+    """Without mosaic damage nothing is 'repaired' (no false seams) and registration is exact."""
+    synth = _synth(tmp_path / "synth", samples=1, size=1024, seed=5, damage=False)
+    out = tmp_path / "ds"
+    summary = prepare(synth / "prepare.yaml", out, progress=False)
+    err, agreement = _truth_checks(synth, out, "sample00")
+    assert err < 0.5 and agreement == 1.0
+    assert summary["samples"][0]["seam_repair"]["applied"] is False

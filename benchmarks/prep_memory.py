@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -47,6 +46,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py, beside this script)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -145,22 +147,10 @@ def spawn(method: str, raw: Path, size: int, factor: int, workdir: Path) -> dict
 
 # --------------------------------------------------------------------------- report
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        ram = float("nan")
+    """The machine (shared helper) plus the library versions this benchmark depends on."""
     import cv2
 
-    return {"nproc": os.cpu_count(), "ram_gib": round(ram, 1), "cpu_model": cpu, "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__}  # fmt: skip
+    return {**common.machine_info(), "numpy": np.__version__, "opencv": cv2.__version__}
 
 
 def markdown(report: dict) -> str:
@@ -189,7 +179,7 @@ def markdown(report: dict) -> str:
         f"{100 * a['equal_after_rounding']:.2f} % of pixels equal after rounding.",
         f"Target peak RSS for ours: < {TARGET_PEAK_MB} MB: {'met' if report['target_met'] else 'NOT met'}.",
         "",
-        f"Machine: {m['cpu_model']}, {m['nproc']} CPUs, {m['ram_gib']} GiB RAM; Python {m['python']}, "
+        f"Machine: {m['cpu_model']}, {m['cores']} CPUs, {m['ram_gib']} GiB RAM; Python {m['python']}, "
         f"numpy {m['numpy']}, OpenCV {m['opencv']}.",
         "",
     ]

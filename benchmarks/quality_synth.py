@@ -11,7 +11,9 @@ Methods (all scored on the pixels of the test tiles, one confusion matrix, no sm
 
 ``unet-resnet18``
     Trained with the project's API (``mineralseg.train.run.train``) from random init,
-    tiles resized on the fly to ``--input-size`` (256), for at most ``--minutes``
+    ``--tile-size`` (128) tiles of a working grid that keeps SEM texture
+    (``--sem-scale`` 4) resized to ``--input-size`` (256, as the study resized its
+    214-px tiles), for at most ``--minutes``
     (default 10); best checkpoint by validation mean IoU; scored once on the test split
     with ``mineralseg.evaluate.evaluate``.
 ``otsu`` (row ``multi-otsu``)
@@ -43,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py, beside this script)
+import yaml  # noqa: E402
 
 DATASET = "synthetic"
 CNN = "unet-resnet18"
@@ -51,7 +54,7 @@ MIN_SAMPLES = 4  # fewer leave too few blocks of tiles for a meaningful test spl
 DEFAULT_MINUTES = 10
 # See quality_sandstone.py: 20,000 pixels per class on average, stratified.
 RF_SAMPLES_PER_CLASS = 20_000
-# Tiles are small (64 px): a sigma of 16 would average over a quarter of the tile.
+# Context per tile is limited (256 px at 4 SEM px per label px): sigma 8 is enough.
 RF_SIGMA_MAX = 8
 
 
@@ -73,8 +76,13 @@ def make_dataset(args) -> Path:
         print(f"using the synthetic samples in {raw}", flush=True)
     if args.regenerate or not (dataset / "manifest.json").exists():
         print(f"preparing {dataset} ...", flush=True)
+        config = yaml.safe_load((raw / "prepare.yaml").read_text())
+        # Keep SEM texture (quartz and albite differ by texture, not grey level); tiles
+        # are stored at the CNN's input size.
+        config.update({"sem_scale": args.sem_scale, "tile_size": args.tile_size, "out_size": args.input_size})
+        (raw / "prepare-benchmark.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         try:
-            summary = prepare(raw / "prepare.yaml", dataset, overwrite=True)
+            summary = prepare(raw / "prepare-benchmark.yaml", dataset, overwrite=True)
         except UserError as exc:
             raise SystemExit(f"cannot prepare the synthetic dataset: {exc}") from None
         print(summary.get("text", ""), flush=True)
@@ -181,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
                         help=f"CNN training time in minutes (default {DEFAULT_MINUTES}, "
                              f"at most {common.MAX_CNN_MINUTES})")  # fmt: skip
-    parser.add_argument("--samples", type=int, default=MIN_SAMPLES, help=f"synthetic samples (>= {MIN_SAMPLES})")
-    parser.add_argument("--size", type=int, default=2048, help="SEM side of each synthetic sample in px (default 2048)")
+    parser.add_argument("--samples", type=int, default=6, help=f"synthetic samples (>= {MIN_SAMPLES}; default 6)")
+    parser.add_argument("--size", type=int, default=4096, help="SEM side of each synthetic sample in px (default 4096)")
+    parser.add_argument("--sem-scale", type=int, default=4, help="SEM pixels per label pixel on the working grid (default 4)")
+    parser.add_argument("--tile-size", type=int, default=128, help="tile side on the working grid (default 128: 32 label px)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--input-size", type=int, default=256, help="CNN input side (default 256)")
     parser.add_argument("--out", type=Path, default=common.WORK / "synth", help="work folder (samples, dataset, runs)")

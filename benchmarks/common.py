@@ -212,11 +212,24 @@ def class_names_of(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
+    """Markdown table; the best value of each IoU column (and mean IoU) in bold."""
     head = ["method", "weights", *class_names, "mean IoU", "train time", "date"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def best(values: list[Any]) -> str | None:
+        shown = [_fmt(v) for v in values if v is not None]
+        return max(shown, key=float) if shown else None
+
+    best_iou = {c: best([r["iou"].get(c) for r in rows]) for c in class_names}
+    best_miou = best([r.get("miou") for r in rows])
+
+    def cell(value: Any, top: str | None) -> str:
+        text = _fmt(value)
+        return f"**{text}**" if value is not None and text == top else text
+
     for r in rows:
-        cells = [r["method"], r.get("weights") or "–", *(_fmt(r["iou"].get(c)) for c in class_names),
-                 f"**{_fmt(r['miou'])}**", _fmt_seconds(r.get("train_seconds")), r.get("date", "–")]  # fmt: skip
+        cells = [r["method"], r.get("weights") or "–", *(cell(r["iou"].get(c), best_iou[c]) for c in class_names),
+                 cell(r.get("miou"), best_miou), _fmt_seconds(r.get("train_seconds")), r.get("date", "–")]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -30,7 +30,6 @@ import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,6 +52,7 @@ from mineralseg.prep.resample import (
 )
 from mineralseg.prep.splits import SPLITS, split_blocks, split_samples
 from mineralseg.prep.tiling import cut_tiles, tile_positions
+from mineralseg.versions import package_versions
 
 __all__ = ["GEOMETRY_CONVENTION", "background_ids", "prepare"]
 
@@ -146,17 +146,6 @@ def _file_record(path: Path) -> dict[str, Any]:
         "hash": h.hexdigest(),
         "hash_kind": how,
     }
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("mineralseg", "numpy", "scipy", "opencv-python-headless", "tifffile", "scikit-image",
-                "pydantic", "matplotlib", "torch"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def _to_uint8(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -386,7 +375,6 @@ class _SampleRun:
 
     def _write_tiles(self, image: np.ndarray, classes_w: np.ndarray, positions: list) -> list[dict[str, Any]]:
         name, cfg = self.sample.name, self.cfg
-        tdir = self.root / "tiles" / name
         out = []
         for tile in cut_tiles(
             image, classes_w, positions, tile_size=cfg.tile_size, out_size=cfg.out_size,
@@ -614,7 +602,7 @@ def prepare(
             "config": cfg.model_dump(mode="json", by_alias=True),
             "config_yaml": yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False),
             "seed": cfg.seed,
-            "versions": _versions(),
+            "versions": package_versions(),
             "platform": platform.platform(),
             "inputs": inputs,
             "samples": records,

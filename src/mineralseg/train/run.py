@@ -28,14 +28,12 @@ import datetime as _dt
 import inspect
 import logging
 import os
-import platform
 import re
 import shutil
 import socket
 import sys
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +54,7 @@ from mineralseg.train.callbacks import NaNGuard, NonFiniteLossError
 from mineralseg.train.config import TrainConfig, load_train_config
 from mineralseg.train.losses import class_weights_from_frequencies
 from mineralseg.train.module import META_KEY, SegmentationModule
+from mineralseg.versions import package_versions
 
 __all__ = ["RUN_DIR_ENV", "package_versions", "read_run_metrics", "train", "training_meta"]
 
@@ -67,23 +66,6 @@ BEST_NAME = "best"
 LAST_NAME = "last"
 METRICS_NAME = "metrics.csv"
 _PARTS_DIR = "logs"  # metrics.csv of interrupted sessions, merged at the end of a resume
-_VERSIONED_PACKAGES = (
-    "mineralseg", "torch", "lightning", "segmentation-models-pytorch", "timm", "albumentations",
-    "torchmetrics", "numpy", "opencv-python-headless", "pydantic",
-)
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages a run depends on."""
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def _is_global_zero() -> bool:
     """True in the process that owns the run folder (before the Trainer exists)."""
     for key in ("RANK", "SLURM_PROCID"):

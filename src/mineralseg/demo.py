@@ -17,7 +17,7 @@ DEMO_TRAIN: dict[str, Any] = {
     "model": {"arch": "unet", "encoder": "resnet18"},
     "input_size": 64,
     "loss": {"name": "dice_focal", "class_weights": "auto"},
-    "trainer": {"max_epochs": -1, "batch_size": 8, "num_workers": 0},
+    "trainer": {"max_epochs": -1, "batch_size": 8, "num_workers": 0, "log_every_n_steps": 2},
 }
 
 

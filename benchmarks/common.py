@@ -13,6 +13,8 @@ confusion matrix over the whole evaluated split (:mod:`mineralseg.evaluate.metri
 
 from __future__ import annotations
 
+import argparse
+
 import datetime as _dt
 import json
 import math
@@ -81,6 +83,38 @@ def limit_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- options
+def benchmark_parser(
+    description: str,
+    methods: Sequence[str],
+    *,
+    stem: str,
+    minutes: float,
+    out: Path,
+    input_size: int | None,
+    rf_samples: int,
+) -> argparse.ArgumentParser:
+    """The options both quality benchmarks share; each script adds its own after these."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--methods", default="all", help=f"comma-separated: all or {', '.join(methods)} (default all)")
+    parser.add_argument("--minutes", type=float, default=minutes,
+                        help=f"training time per CNN in minutes (default {minutes}, at most {MAX_CNN_MINUTES})")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=out, help=f"work folder: dataset, runs (default {repo_relative(out)})")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"where {stem}.json/.md go")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (BLAS, torch, random forest); default 1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rf-samples", type=int, default=rf_samples,
+                        help=f"random forest training pixels per class, on average (default {rf_samples})")
+    parser.add_argument("--rf-trees", type=int, default=100)
+    parser.add_argument("--input-size", type=int, default=input_size,
+                        help=f"CNN input side (default {input_size or 'the tile size'})")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-workers", type=int, default=2, help="data loader workers for the CNNs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra training-config override for the CNNs, e.g. --set optim.lr=3e-4 (repeatable)")
+    return parser
 
 
 # --------------------------------------------------------------------------- machine

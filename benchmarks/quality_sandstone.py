@@ -44,7 +44,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import traceback
 from pathlib import Path
@@ -230,25 +229,11 @@ INTRO = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="all", help=f"comma-separated: all or {', '.join(METHODS)} (default all)")
-    parser.add_argument("--minutes", type=float, default=common.DEFAULT_CNN_MINUTES,
-                        help=f"training time per CNN in minutes (default {common.DEFAULT_CNN_MINUTES}, "
-                             f"at most {common.MAX_CNN_MINUTES})")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=common.WORK / "sandstone",
-                        help="work folder for the dataset, runs and predictions (default benchmarks/work/sandstone)")
-    parser.add_argument("--results", type=Path, default=common.RESULTS, help="where quality_sandstone.json/.md go")
+    parser = common.benchmark_parser(
+        __doc__.split("\n\n")[0], METHODS, stem="quality_sandstone", minutes=common.DEFAULT_CNN_MINUTES,
+        out=common.WORK / "sandstone", input_size=None, rf_samples=RF_SAMPLES_PER_CLASS,
+    )
     parser.add_argument("--config", type=Path, default=CONFIG, help="prepare config naming the slices and the split")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (BLAS, torch, random forest); default 1")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rf-samples", type=int, default=RF_SAMPLES_PER_CLASS,
-                        help=f"random forest training pixels per class, on average (default {RF_SAMPLES_PER_CLASS})")
-    parser.add_argument("--rf-trees", type=int, default=100)
-    parser.add_argument("--input-size", type=int, default=None, help="CNN input side (default: the tiles' 128)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-workers", type=int, default=2, help="data loader workers for the CNNs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra training-config override for the CNNs, e.g. --set optim.lr=3e-4 (repeatable)")
     parser.add_argument("--reprepare", action="store_true", help="rebuild the prepared dataset even if it exists")
     args = parser.parse_args(argv)
 

@@ -37,7 +37,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import traceback
 from pathlib import Path
@@ -184,27 +183,15 @@ def intro(gen: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="all", help=f"comma-separated: all or {', '.join(METHODS)} (default all)")
-    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
-                        help=f"CNN training time in minutes (default {DEFAULT_MINUTES}, "
-                             f"at most {common.MAX_CNN_MINUTES})")  # fmt: skip
+    parser = common.benchmark_parser(
+        __doc__.split("\n\n")[0], METHODS, stem="quality_synth", minutes=DEFAULT_MINUTES,
+        out=common.WORK / "synth", input_size=256, rf_samples=RF_SAMPLES_PER_CLASS,
+    )
     parser.add_argument("--samples", type=int, default=6, help=f"synthetic samples (>= {MIN_SAMPLES}; default 6)")
     parser.add_argument("--size", type=int, default=4096, help="SEM side of each synthetic sample in px (default 4096)")
     parser.add_argument("--sem-scale", type=int, default=4, help="SEM pixels per label pixel on the working grid (default 4)")
     parser.add_argument("--tile-size", type=int, default=128, help="tile side on the working grid (default 128: 32 label px)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--input-size", type=int, default=256, help="CNN input side (default 256)")
-    parser.add_argument("--out", type=Path, default=common.WORK / "synth", help="work folder (samples, dataset, runs)")
-    parser.add_argument("--results", type=Path, default=common.RESULTS, help="where quality_synth.json/.md go")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (BLAS, torch, random forest); default 1")
-    parser.add_argument("--rf-samples", type=int, default=RF_SAMPLES_PER_CLASS)
-    parser.add_argument("--rf-trees", type=int, default=100)
     parser.add_argument("--rf-sigma-max", type=float, default=RF_SIGMA_MAX)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-workers", type=int, default=2, help="data loader workers for the CNN")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra training-config override for the CNN, e.g. --set optim.lr=3e-4 (repeatable)")
     parser.add_argument("--regenerate", action="store_true", help="remake the synthetic samples and the dataset")
     args = parser.parse_args(argv)
 

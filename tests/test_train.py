@@ -202,6 +202,41 @@ def test_frozen_encoder_stays_fixed_during_training(tmp_path, tiny_dataset, monk
     assert changed - encoder  # the decoder did train
 
 
+def test_moving_average_of_weights_is_validated_saved_and_evaluated(tmp_path, tiny_dataset):
+    """optim.ema_decay: the averaged weights follow the trained ones by the EMA rule and are
+    the ones a checkpoint's model is rebuilt with."""
+    decay = 0.5
+    run = train(tiny_train_config(tiny_dataset, tmp_path / "runs", **{"optim.ema_decay": decay,
+                                                                      "trainer.max_epochs": 2}))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"]
+    steps = ckpt["global_step"]
+    assert int(state["ema.n_averaged"]) == steps > 1
+    raw = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    ema = {k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")}
+    assert raw.keys() == ema.keys()
+    weights = [k for k, v in raw.items() if v.is_floating_point() and k.endswith("weight")]
+    assert any(not torch.allclose(raw[k], ema[k]) for k in weights)  # an average, not a copy
+    model, meta = load_checkpoint_model(run / "checkpoints" / "last.ckpt")
+    assert meta["weights"] == "moving average"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ema[k])
+    _, plain_meta = load_checkpoint_model(train(tiny_train_config(
+        tiny_dataset, tmp_path / "runs2", **{"trainer.max_epochs": 1})))
+    assert plain_meta["weights"] == "trained"
+    with pytest.raises(ConfigError, match="ema_decay"):
+        load_train_config({"dataset": "d", "optim": {"ema_decay": 1.5}})
+
+
+def test_precision_auto_uses_bf16_only_where_the_cpu_has_it():
+    from mineralseg.train.run import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16("processor: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+    assert cpu_has_native_bf16("flags\t: fpu avx512f avx512_bf16\n")
+    assert not cpu_has_native_bf16("flags\t: fpu sse2 avx2 avx512f\n")
+    assert not cpu_has_native_bf16("no flags line here")
+
+
 @pytest.mark.slow
 def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset):
     runs = tmp_path / "runs"

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mineralseg.evaluate.metrics import SegmentationMetrics
 from mineralseg.models import build_model
@@ -68,6 +69,17 @@ class SegmentationModule(L.LightningModule):
             freeze_encoder=m.freeze_encoder,
             **m.options,
         )
+        self.channels_last = bool(self.cfg.trainer.channels_last)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # Exponential moving average of the weights (and BN statistics): validated and
+        # evaluated instead of the raw weights when on. Saved as "ema.module.*".
+        self.ema: AveragedModel | None = None
+        if self.cfg.optim.ema_decay is not None:
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.optim.ema_decay), use_buffers=True
+            )
+            self.ema.requires_grad_(False)
         self.loss_fn = build_loss(
             self.cfg.effective_loss,
             class_weights=meta.get("class_weights"),
@@ -81,11 +93,27 @@ class SegmentationModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) normalised images -> (N, C, H, W) logits."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
+    def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the weights that are validated: the moving average when on."""
+        if self.ema is None:
+            return self(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.ema.module(x)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
     def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The configured loss of a batch (a 0-d tensor)."""
-        return self.loss_fn(logits, target)
+        """The configured loss of a batch (a 0-d tensor), computed in float32 (also under
+        bf16/fp16 autocast: softmax, log and the Dice sums lose too much in half precision)."""
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self.loss_fn(logits.float(), target)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["mask"]
@@ -97,7 +125,7 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x, y = batch["image"], batch["mask"]
-        logits = self(x)
+        logits = self.eval_forward(x)
         loss = self.compute_loss(logits, y)
         self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
         self.val_metrics.update(logits.detach(), y)

@@ -157,12 +157,33 @@ def _check_input_size(model: torch.nn.Module, cfg: TrainConfig, input_size: int)
         raise ConfigError(f"input_size {input_size} is below {smallest}, the smallest input {name} takes")
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU computes bf16 in hardware (x86 AMX-BF16 or AVX512-BF16 flags).
+
+    Elsewhere bf16 is emulated and slower than float32. ``cpuinfo`` is the text of
+    ``/proc/cpuinfo`` (read when None; False where it cannot be read, e.g. not Linux).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return False
+
+
 def _precision(cfg: TrainConfig) -> str:
+    """Lightning's precision for the config (``auto`` resolved for this machine)."""
     p = cfg.trainer.precision
     if p == "auto":
         acc = cfg.trainer.accelerator.lower()
         gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
-        return "16-mixed" if gpu else "32-true"
+        if gpu:
+            return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
     return {"32": "32-true", "64": "64-true"}.get(p, p)
 
 
@@ -312,6 +333,7 @@ def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
         max_time=t.max_time,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,

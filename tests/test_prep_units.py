@@ -356,3 +356,11 @@ def test_qa_figures(tmp_path):
         with Image.open(tmp_path / name) as im:
             assert im.format == "PNG" and im.size[0] > 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edges.png", "freq.png", "seams.png"]  # no temp files
+
+
+@pytest.mark.parametrize("shape", [(4822, 4822), (1205, 300), (2049, 17), (1000, 1000)])
+def test_qa_shrinks_an_image_and_its_labels_to_one_shape(shape, tmp_path):
+    """Regression: a 1,205-row grid (step 2) gave a 602-row image but 603 rows of label edges."""
+    img = np.zeros(shape, np.uint8)
+    grey, labels = qa.shrink_for_display(img), qa.shrink_for_display(img, nearest=True)
+    assert grey.shape == labels.shape and max(grey.shape) <= qa.DISPLAY_MAX_SIDE

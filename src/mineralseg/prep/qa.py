@@ -36,9 +36,10 @@ def shrink_for_display(img: np.ndarray, max_side: int = DISPLAY_MAX_SIDE, *, nea
     step = int(np.ceil(max(img.shape[:2]) / max_side))
     if step <= 1:
         return img
-    if nearest:
-        return img[step // 2 :: step, step // 2 :: step]
+    # Both ways keep whole blocks only, so an image and its labels shrink to one shape.
     h, w = (img.shape[0] // step) * step, (img.shape[1] // step) * step
+    if nearest:
+        return img[step // 2 : h : step, step // 2 : w : step]
     blocks = img[:h, :w].reshape(h // step, step, w // step, step, *img.shape[2:])
     return blocks.mean(axis=(1, 3)).astype(img.dtype)
 

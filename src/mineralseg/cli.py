@@ -77,6 +77,11 @@ def evaluate(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     panels: int = typer.Option(6, "--panels", min=0, help="Tiles shown in the prediction figure."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best available)."),
+    context: str = typer.Option(
+        "tile", "--context",
+        help="tile: predict each tile alone; sample: predict each sample whole with overlapping windows "
+        "(pixels near tile edges see their surroundings) and score the same tile pixels.",
+    ),
 ) -> None:
     """Confusion-matrix metrics over a whole split, plus figures."""
     from mineralseg.evaluate.evaluate import evaluate as run_evaluate
@@ -84,7 +89,8 @@ def evaluate(
     from mineralseg.evaluate.tables import metrics_markdown
 
     result = run_evaluate(
-        run_or_checkpoint, dataset, split=split, out=out, batch_size=batch_size, panels=panels, device=device
+        run_or_checkpoint, dataset, split=split, out=out, batch_size=batch_size, panels=panels, device=device,
+        context=context,
     )
     typer.echo(metrics_markdown(result))
     typer.echo(f"metrics and figures: {result['out']}")

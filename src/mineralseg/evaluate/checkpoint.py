@@ -22,6 +22,7 @@ __all__ = ["check_dataset_matches", "load_checkpoint_model", "read_checkpoint", 
 
 META_KEY = "mineralseg"  # same as mineralseg.train.module.META_KEY (no Lightning import here)
 _MODEL_PREFIX = "model."
+_EMA_PREFIX = "ema.module."
 
 
 def resolve_checkpoint(run_or_checkpoint: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -134,7 +135,10 @@ def load_checkpoint_model(
         freeze_encoder=False,
         **(meta.get("model_options") or {}),
     )
-    state = {k[len(_MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_MODEL_PREFIX)}
+    # A run with a moving average of the weights is validated (and ranked) with it.
+    prefix = _EMA_PREFIX if any(k.startswith(_EMA_PREFIX) for k in ckpt["state_dict"]) else _MODEL_PREFIX
+    meta["weights"] = "moving average" if prefix == _EMA_PREFIX else "trained"
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,13 +31,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mineralseg.data.dataset import TileDataset, read_tile
-from mineralseg.data.manifest import Tile, load_manifest
-from mineralseg.errors import UserError
+from mineralseg.data.manifest import DatasetManifest, Tile, load_manifest
+from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.checkpoint import check_dataset_matches, load_checkpoint_model, resolve_checkpoint
 from mineralseg.evaluate.metrics import ConfusionMatrix, metrics_from_confusion
 from mineralseg.io.atomic import atomic_dir, write_json
 
-__all__ = ["choose_panel_tiles", "evaluate", "predict_batch"]
+# How evaluate() predicts: each tile alone, or each sample whole (overlapping windows).
+CONTEXTS = ("tile", "sample")
+
+__all__ = ["CONTEXTS", "choose_panel_tiles", "evaluate", "predict_batch", "sample_window"]
 
 # Columns of metrics.csv drawn as training curves (others, such as per-class F1 or
 # the pixel count, would crowd the figure).
@@ -132,6 +136,7 @@ def evaluate(
     device: str | torch.device | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    context: str = "tile",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a dataset and write metrics and figures.
 
@@ -155,6 +160,12 @@ def evaluate(
         DataLoader workers.
     progress : bool
         Show a progress bar.
+    context : {"tile", "sample"}
+        ``tile``: each tile is predicted on its own, as in training (its edge pixels see
+        no context). ``sample``: each sample's whole working image
+        (``samples/NAME/sem_aligned``) is predicted with overlapping windows
+        (:mod:`mineralseg.infer`), as when mapping a whole image, and scored on the
+        same pixels (the split's tiles). Both use one confusion matrix.
 
     Returns
     -------
@@ -171,6 +182,8 @@ def evaluate(
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if context not in CONTEXTS:
+        raise UserError(f"unknown context {context!r}; choose one of {', '.join(CONTEXTS)}")
     ckpt, run_dir = resolve_checkpoint(run_or_checkpoint)
     dev = _device(device)
     model, meta = load_checkpoint_model(ckpt, map_location=dev)
@@ -187,13 +200,19 @@ def evaluate(
     chosen = choose_panel_tiles(ds.tiles, panels)
     kept: dict[int, np.ndarray] = {}
     cm = ConfusionMatrix(manifest.num_classes, manifest.ignore_index)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
-        pred = predict_batch(model, batch["image"].to(dev), manifest.out_size).cpu()
-        cm.update(batch["mask"].numpy(), pred.numpy())
-        for j, idx in enumerate(batch["index"].tolist()):
-            if idx in chosen:
-                kept[idx] = pred[j].numpy().astype(np.uint8)
+    window = overlap = None
+    if context == "sample":
+        window, overlap = sample_window(manifest.tile_size), manifest.tile_size // 2
+        _score_samples(model, meta, manifest, ds.tiles, cm, kept, set(chosen), window=window, overlap=overlap,
+                       batch_size=batch_size, device=dev, progress=progress)  # fmt: skip
+    else:
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
+            pred = predict_batch(model, batch["image"].to(dev), manifest.out_size).cpu()
+            cm.update(batch["mask"].numpy(), pred.numpy())
+            for j, idx in enumerate(batch["index"].tolist()):
+                if idx in chosen:
+                    kept[idx] = pred[j].numpy().astype(np.uint8)
 
     result = metrics_from_confusion(cm, manifest.class_names)
     result.update({
@@ -207,6 +226,9 @@ def evaluate(
         "num_tiles": len(ds),
         "input_size": int(meta["input_size"]),
         "out_size": manifest.out_size,
+        "context": context,
+        "window": window,
+        "overlap": overlap,
     })
     out_dir = Path(out) if out is not None else _default_out(ckpt, run_dir, split)
     figures: list[str] = []
@@ -229,6 +251,71 @@ def evaluate(
         result["out"] = str(out_dir)
         write_json(tmp / "metrics.json", _json_safe(result))
     return result
+
+
+def sample_window(tile_size: int) -> int:
+    """Window side (working-grid px) for ``context="sample"``: 3 tiles wide."""
+    return 3 * int(tile_size)
+
+
+def _sample_arrays(manifest: DatasetManifest, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's whole working image and class-id map from the dataset folder."""
+    from mineralseg.io import read_image
+
+    folder = manifest.root / "samples" / name
+    image_path = next((folder / f for f in ("sem_aligned.png", "sem_aligned.tif") if (folder / f).is_file()), None)
+    labels_path = folder / "labels_aligned.png"
+    if image_path is None or not labels_path.is_file():
+        raise DataError(
+            f"{folder}: no sem_aligned.png/.tif and labels_aligned.png; context 'sample' needs the whole "
+            "sample images that `mineralseg prepare` writes (use context 'tile' for this dataset)"
+        )
+    image, labels = np.asarray(read_image(image_path)), np.asarray(read_image(labels_path))
+    if image.shape != labels.shape or image.ndim != 2:
+        raise DataError(f"{folder}: sem_aligned {image.shape} and labels_aligned {labels.shape} differ")
+    return image, labels
+
+
+def _score_samples(
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    manifest: DatasetManifest,
+    tiles: list[Tile],
+    cm: ConfusionMatrix,
+    kept: dict[int, np.ndarray],
+    chosen: set[int],
+    *,
+    window: int,
+    overlap: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
+) -> None:
+    """Predict each sample whole and add the pixels of its split tiles to ``cm``."""
+    from mineralseg.infer import predict_classes
+
+    ts, zoom = manifest.tile_size, int(meta["input_size"]) / manifest.tile_size
+    # As many input pixels per forward pass as a training batch of tiles.
+    per_pass = max(1, round(batch_size * (meta["input_size"] / (window * zoom)) ** 2))
+    by_sample: dict[str, list[int]] = {}
+    for i, t in enumerate(tiles):
+        by_sample.setdefault(t.sample, []).append(i)
+    for name in tqdm(list(by_sample), desc="evaluate samples", disable=not progress, leave=False):
+        image, labels = _sample_arrays(manifest, name)
+        needed = np.zeros(image.shape, bool)
+        for i in by_sample[name]:
+            needed[tiles[i].row : tiles[i].row + ts, tiles[i].col : tiles[i].col + ts] = True
+        pred = predict_classes(model, image, mean=float(meta["mean"]), std=float(meta["std"]), window=window,
+                               overlap=overlap, zoom=zoom, batch_size=per_pass, device=device,
+                               needed=needed)  # fmt: skip
+        for i in by_sample[name]:
+            t = tiles[i]
+            truth, guess = labels[t.row : t.row + ts, t.col : t.col + ts], pred[t.row : t.row + ts, t.col : t.col + ts]
+            if truth.shape != (ts, ts):
+                raise DataError(f"tile {t.id!r} at ({t.row}, {t.col}) lies outside sample {name!r} {labels.shape}")
+            cm.update(truth, guess)
+            if i in chosen:
+                kept[i] = cv2.resize(guess, (manifest.out_size,) * 2, interpolation=cv2.INTER_NEAREST)
 
 
 def _json_safe(obj: Any) -> Any:

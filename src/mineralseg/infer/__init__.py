@@ -1,0 +1,5 @@
+"""Inference on whole images: overlapping windows blended into one map."""
+
+from mineralseg.infer.sliding import edge_weights, predict_classes, predict_probabilities, window_starts
+
+__all__ = ["edge_weights", "predict_classes", "predict_probabilities", "window_starts"]

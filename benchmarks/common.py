@@ -112,6 +112,9 @@ def benchmark_parser(
                         help=f"CNN input side (default {input_size or 'the tile size'})")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=2, help="data loader workers for the CNNs")
+    parser.add_argument("--context", choices=("sample", "tile"), default="sample",
+                        help="how the CNNs predict the scored pixels: each sample whole with overlapping windows "
+                        "(default, as when mapping an image) or each tile alone; both are recorded")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra training-config override for the CNNs, e.g. --set optim.lr=3e-4 (repeatable)")
     return parser
@@ -295,7 +298,12 @@ def describe_row(row: dict[str, Any]) -> str | None:
                 f"{_fmt_seconds(row.get('train_seconds'))} (limit {p.get('minutes')} min) on "
                 f"{p.get('device')} ({p.get('precision')}), best validation checkpoint at step "
                 f"{p.get('best_step')}; input {p.get('input_size')} px, batch {p.get('batch_size')}"
-                + (f", overrides {p['overrides']}" if p.get("overrides") else "") + ".")  # fmt: skip
+                + (f", overrides {p['overrides']}" if p.get("overrides") else "")
+                + (f"; scored with each sample predicted whole (overlapping windows); tile by tile: mean IoU "
+                   f"{row['tile_context']['miou']:.3f}" if p.get("context") == "sample" and row.get("tile_context")
+                   else "; scored tile by tile")
+                + (f"; checkpoint re-scored on {row['rescored']} (benchmarks/rescore_cnn.py)" if row.get("rescored")
+                   else "") + ".")  # fmt: skip
     if "thresholds" in p:
         return f"{row['method']}: {p.get('n_classes')} classes, thresholds {p['thresholds']}, {p.get('mapping')}."
     return None
@@ -354,18 +362,33 @@ def train_and_evaluate_cnn(
     overrides: Sequence[str] = (),
     num_workers: int = 2,
     batch_size: int = 8,
+    max_steps: int | None = None,
+    test: bool = True,
+    device: str | None = None,
+    name: str | None = None,
+    context: str = "sample",
 ) -> dict[str, Any]:
     """Train one CNN from random init for ``minutes`` and evaluate it (val, then test).
 
     Uses the project's API: :func:`mineralseg.train.run.train` (best checkpoint by
     validation mean IoU) and :func:`mineralseg.evaluate.evaluate.evaluate`; the test
-    split is evaluated once, after training.
+    split is evaluated once, after training, unless ``test`` is False (tuning runs,
+    which look at the validation split only). ``max_steps`` also stops training after
+    that many optimiser steps; ``device`` is passed to the evaluation; ``name`` names
+    the run folder (default: the method).
+
+    ``context`` is how the scored pixels are predicted (see
+    :func:`mineralseg.evaluate.evaluate.evaluate`): ``sample`` (default) predicts each
+    sample whole with overlapping windows, as a user maps a whole image; the
+    tile-by-tile scores are computed too, from the same checkpoint, and returned as
+    ``val_tiles`` / ``test_tiles``.
 
     Returns
     -------
     dict
-        ``test`` and ``val`` metrics, ``train_seconds``, ``run`` (folder) and
-        ``params`` (the training settings).
+        ``test`` (None when not evaluated) and ``val`` metrics in ``context``,
+        ``test_tiles`` / ``val_tiles`` (tile context), ``train_seconds``, ``run``
+        (folder) and ``params`` (the training settings).
     """
     from mineralseg.evaluate.evaluate import evaluate
     from mineralseg.train.run import train
@@ -373,7 +396,7 @@ def train_and_evaluate_cnn(
     arch, encoder = CNN_METHODS[method]
     config: dict[str, Any] = {
         "dataset": str(dataset.resolve()),
-        "run": {"root": str((work / "runs").resolve()), "name": method},
+        "run": {"root": str((work / "runs").resolve()), "name": name or method},
         "seed": seed,
         "approach": "random",  # ImageNet weights cannot be downloaded here
         "model": {"arch": arch, "encoder": encoder},
@@ -382,17 +405,40 @@ def train_and_evaluate_cnn(
     }
     if input_size:
         config["input_size"] = int(input_size)
+    if max_steps:
+        config["trainer"]["max_steps"] = int(max_steps)
     with Stopwatch() as sw:
         run_dir = Path(train(config, overrides=list(overrides) or None))
-    val = evaluate(run_dir, dataset, split="val", out=run_dir / "eval-val", panels=0, progress=False)
-    test = evaluate(run_dir, dataset, split="test", out=run_dir / "eval-test", progress=False)
+    def score(split: str, how: str, panels: int) -> dict[str, Any]:
+        folder = run_dir / (f"eval-{split}" if how == context else f"eval-{split}-{how}")
+        return evaluate(run_dir, dataset, split=split, out=folder, panels=panels, progress=False, device=device,
+                        context=how)  # fmt: skip
+
+    val = score("val", context, 0)
+    val_tiles = val if context == "tile" else score("val", "tile", 0)
+    test_metrics = test_tiles = None
+    if test:  # the test split, once: both contexts from the same checkpoint
+        test_metrics = score("test", context, 6)
+        test_tiles = test_metrics if context == "tile" else score("test", "tile", 0)
     record: dict[str, Any] = {}
     if (run_dir / "run.json").exists():
         record = json.loads((run_dir / "run.json").read_text())
-    params = {"arch": arch, "encoder": encoder, "input_size": test.get("input_size"), "minutes": minutes,
+    params = {"arch": arch, "encoder": encoder, "input_size": val.get("input_size"), "minutes": minutes,
               "batch_size": batch_size, "seed": seed, "epochs": record.get("epochs"),
-              "global_step": record.get("global_step"), "best_epoch": test.get("epoch"),
-              "best_step": test.get("global_step"), "device": (record.get("device") or {}).get("accelerator"),
+              "global_step": record.get("global_step"), "best_epoch": val.get("epoch"),
+              "best_step": val.get("global_step"), "device": (record.get("device") or {}).get("accelerator"),
               "precision": (record.get("device") or {}).get("precision"),
               "overrides": list(overrides)}  # fmt: skip
-    return {"test": test, "val": val, "train_seconds": sw.seconds, "run": str(run_dir), "params": params}
+    if max_steps:
+        params["max_steps"] = int(max_steps)
+    params["context"] = context
+    return {"test": test_metrics, "val": val, "test_tiles": test_tiles, "val_tiles": val_tiles,
+            "train_seconds": sw.seconds, "run": str(run_dir), "params": params}  # fmt: skip
+
+
+def tile_context(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The tile-by-tile scores of a result, rounded, for a row's ``tile_context``."""
+    if not metrics:
+        return None
+    return {"miou": round(float(metrics["miou"]), 4),
+            "iou": {k: None if v is None else round(float(v), 4) for k, v in metrics["iou"].items()}}  # fmt: skip

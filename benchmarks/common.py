@@ -115,6 +115,8 @@ def benchmark_parser(
     parser.add_argument("--context", choices=("sample", "tile"), default="sample",
                         help="how the CNNs predict the scored pixels: each sample whole with overlapping windows "
                         "(default, as when mapping an image) or each tile alone; both are recorded")  # fmt: skip
+    parser.add_argument("--flips", action="store_true",
+                        help="with --context sample: average each window over its flips (test-time augmentation)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra training-config override for the CNNs, e.g. --set optim.lr=3e-4 (repeatable)")
     return parser
@@ -299,7 +301,8 @@ def describe_row(row: dict[str, Any]) -> str | None:
                 f"{p.get('device')} ({p.get('precision')}), best validation checkpoint at step "
                 f"{p.get('best_step')}; input {p.get('input_size')} px, batch {p.get('batch_size')}"
                 + (f", overrides {p['overrides']}" if p.get("overrides") else "")
-                + (f"; scored with each sample predicted whole (overlapping windows); tile by tile: mean IoU "
+                + (f"; scored with each sample predicted whole (overlapping windows"
+                   + (", test-time flips" if p.get("flips") else "") + "); tile by tile: mean IoU "
                    f"{row['tile_context']['miou']:.3f}" if p.get("context") == "sample" and row.get("tile_context")
                    else "; scored tile by tile")
                 + (f"; checkpoint re-scored on {row['rescored']} (benchmarks/rescore_cnn.py)" if row.get("rescored")
@@ -367,6 +370,7 @@ def train_and_evaluate_cnn(
     device: str | None = None,
     name: str | None = None,
     context: str = "sample",
+    flips: bool = False,
 ) -> dict[str, Any]:
     """Train one CNN from random init for ``minutes`` and evaluate it (val, then test).
 
@@ -381,7 +385,8 @@ def train_and_evaluate_cnn(
     :func:`mineralseg.evaluate.evaluate.evaluate`): ``sample`` (default) predicts each
     sample whole with overlapping windows, as a user maps a whole image; the
     tile-by-tile scores are computed too, from the same checkpoint, and returned as
-    ``val_tiles`` / ``test_tiles``.
+    ``val_tiles`` / ``test_tiles``. ``flips`` adds test-time flips to the ``sample``
+    context.
 
     Returns
     -------
@@ -412,7 +417,7 @@ def train_and_evaluate_cnn(
     def score(split: str, how: str, panels: int) -> dict[str, Any]:
         folder = run_dir / (f"eval-{split}" if how == context else f"eval-{split}-{how}")
         return evaluate(run_dir, dataset, split=split, out=folder, panels=panels, progress=False, device=device,
-                        context=how)  # fmt: skip
+                        context=how, flips=flips and how == "sample")  # fmt: skip
 
     val = score("val", context, 0)
     val_tiles = val if context == "tile" else score("val", "tile", 0)
@@ -432,6 +437,7 @@ def train_and_evaluate_cnn(
     if max_steps:
         params["max_steps"] = int(max_steps)
     params["context"] = context
+    params["flips"] = bool(flips and context == "sample")
     return {"test": test_metrics, "val": val, "test_tiles": test_tiles, "val_tiles": val_tiles,
             "train_seconds": sw.seconds, "run": str(run_dir), "params": params}  # fmt: skip
 

@@ -204,6 +204,7 @@ def run_cnn(method: str, args, dataset: Path) -> dict:
     res = common.train_and_evaluate_cnn(
         method, dataset, args.out, minutes=args.minutes, input_size=args.input_size, seed=args.seed,
         overrides=args.set, num_workers=args.num_workers, batch_size=args.batch_size, context=args.context,
+        flips=args.flips,
     )
     test = res["test"]
     return common.result_row(

@@ -166,6 +166,7 @@ def run_cnn(args, dataset: Path, gen: dict[str, Any]) -> dict:
     res = common.train_and_evaluate_cnn(
         CNN, dataset, args.out, minutes=args.minutes, input_size=args.input_size, seed=args.seed,
         overrides=args.set, num_workers=args.num_workers, batch_size=args.batch_size, context=args.context,
+        flips=args.flips,
     )
     row = common.result_row(
         CNN, DATASET, res["test"], train_seconds=res["train_seconds"], weights="none",

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", type=Path, nargs="+", help="run folders of rows in the result file")
     parser.add_argument("--results", type=Path, default=common.RESULTS)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flips", action="store_true", help="test-time flips in the sample context")
     args = parser.parse_args(argv)
     common.limit_threads(args.threads)
     from mineralseg.evaluate.evaluate import evaluate
@@ -46,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             for how in ("sample", "tile"):
                 folder = run / (f"eval-{split}" if how == "sample" else f"eval-{split}-tile")
                 scores[split, how] = evaluate(run, split=split, out=folder, panels=6 if split == "test" else 0,
-                                              progress=False, context=how)  # fmt: skip
+                                              progress=False, context=how,
+                                              flips=args.flips and how == "sample")  # fmt: skip
         test = scores["test", "sample"]
         new = common.result_row(
             row["method"], row["dataset"], test, train_seconds=row["train_seconds"], weights=row["weights"],
             split=row.get("split"), val_miou=round(float(scores["val", "sample"]["miou"]), 4),
-            params={**row.get("params", {}), "context": "sample"}, run=rel, context="sample",
+            params={**row.get("params", {}), "context": "sample", "flips": args.flips}, run=rel, context="sample",
             tile_context=common.tile_context(scores["test", "tile"]),
             val_miou_tiles=round(float(scores["val", "tile"]["miou"]), 4),
             date=row.get("date"), machine=row.get("machine"), rescored=common.today(),

@@ -115,6 +115,30 @@ def test_zoom_resizes_windows_for_the_model_and_back():
     np.testing.assert_allclose(probs, _whole(model, flat, 0.5, 0.25), atol=1e-5)
 
 
+def test_flips_average_each_window_over_its_four_flips():
+    class Ramp(PixelModel):  # not flip-equivariant: adds a left-to-right ramp to class 0
+        def forward(self, x):
+            out = super().forward(x).clone()
+            out[:, 0] += torch.linspace(-2, 2, x.shape[-1])
+            return out
+
+    image = _image((32, 32), seed=3)
+    model = Ramp().eval()
+    got = predict_probabilities(model, image, mean=0.5, std=0.25, window=32, overlap=0, flips=True)
+    assert model.windows == 4
+    x = torch.from_numpy((image.astype(np.float32) / 255 - 0.5) / 0.25)[None, None]
+    with torch.no_grad():
+        want = sum(torch.softmax(torch.flip(model(torch.flip(x, d)), d) if d else model(x), 1)
+                   for d in ((), (3,), (2,), (2, 3)))[0].numpy() / 4
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    plain = predict_probabilities(model, image, mean=0.5, std=0.25, window=32, overlap=0)
+    assert not np.allclose(plain, got, atol=1e-3)  # the flips did change something
+    equivariant = PixelModel().eval()  # a pixelwise model ignores flips
+    np.testing.assert_allclose(
+        predict_probabilities(equivariant, image, mean=0.5, std=0.25, window=32, overlap=0, flips=True),
+        _whole(equivariant, image, 0.5, 0.25), atol=1e-5)
+
+
 def _mosaic_dataset(tiny_dataset, root):
     """Copy of the tiny dataset whose 4 test tiles sit 2 x 2 in one sample with its whole images."""
     shutil.copytree(tiny_dataset, root)
@@ -156,6 +180,8 @@ def test_evaluate_with_sample_context_predicts_each_sample_whole(trained_run, ti
 def test_sample_context_needs_the_whole_sample_images(trained_run, tiny_dataset, tmp_path):
     with pytest.raises(DataError, match="context 'sample' needs the whole sample images"):
         evaluate(trained_run, tiny_dataset, out=tmp_path / "x", progress=False, context="sample")
+    with pytest.raises(UserError, match="flips .* needs context 'sample'"):
+        evaluate(trained_run, tiny_dataset, out=tmp_path / "z", progress=False, flips=True)
     with pytest.raises(UserError, match="unknown context 'tiles'; choose one of tile, sample"):
         evaluate(trained_run, tiny_dataset, out=tmp_path / "y", progress=False, context="tiles")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not any((tmp_path / n).exists() for n in "xyz")

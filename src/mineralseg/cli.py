@@ -82,6 +82,9 @@ def evaluate(
         help="tile: predict each tile alone; sample: predict each sample whole with overlapping windows "
         "(pixels near tile edges see their surroundings) and score the same tile pixels.",
     ),
+    flips: bool = typer.Option(
+        False, "--flips", help="With --context sample: average each window's prediction over its flips (4x time)."
+    ),
 ) -> None:
     """Confusion-matrix metrics over a whole split, plus figures."""
     from mineralseg.evaluate.evaluate import evaluate as run_evaluate
@@ -90,7 +93,7 @@ def evaluate(
 
     result = run_evaluate(
         run_or_checkpoint, dataset, split=split, out=out, batch_size=batch_size, panels=panels, device=device,
-        context=context,
+        context=context, flips=flips,
     )
     typer.echo(metrics_markdown(result))
     typer.echo(f"metrics and figures: {result['out']}")

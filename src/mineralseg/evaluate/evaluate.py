@@ -137,6 +137,7 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = True,
     context: str = "tile",
+    flips: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a dataset and write metrics and figures.
 
@@ -166,6 +167,9 @@ def evaluate(
         (``samples/NAME/sem_aligned``) is predicted with overlapping windows
         (:mod:`mineralseg.infer`), as when mapping a whole image, and scored on the
         same pixels (the split's tiles). Both use one confusion matrix.
+    flips : bool
+        With ``context="sample"``: average the predictions of each window and its three
+        flips (test-time augmentation, 4x the time).
 
     Returns
     -------
@@ -184,6 +188,8 @@ def evaluate(
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if context not in CONTEXTS:
         raise UserError(f"unknown context {context!r}; choose one of {', '.join(CONTEXTS)}")
+    if flips and context != "sample":
+        raise UserError("flips (test-time augmentation) needs context 'sample'")
     ckpt, run_dir = resolve_checkpoint(run_or_checkpoint)
     dev = _device(device)
     model, meta = load_checkpoint_model(ckpt, map_location=dev)
@@ -204,7 +210,7 @@ def evaluate(
     if context == "sample":
         window, overlap = sample_window(manifest.tile_size), manifest.tile_size // 2
         _score_samples(model, meta, manifest, ds.tiles, cm, kept, set(chosen), window=window, overlap=overlap,
-                       batch_size=batch_size, device=dev, progress=progress)  # fmt: skip
+                       batch_size=batch_size, device=dev, progress=progress, flips=flips)  # fmt: skip
     else:
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
@@ -229,6 +235,7 @@ def evaluate(
         "context": context,
         "window": window,
         "overlap": overlap,
+        "flips": bool(flips),
     })
     out_dir = Path(out) if out is not None else _default_out(ckpt, run_dir, split)
     figures: list[str] = []
@@ -290,6 +297,7 @@ def _score_samples(
     batch_size: int,
     device: torch.device,
     progress: bool,
+    flips: bool = False,
 ) -> None:
     """Predict each sample whole and add the pixels of its split tiles to ``cm``."""
     from mineralseg.infer import predict_classes
@@ -307,7 +315,7 @@ def _score_samples(
             needed[tiles[i].row : tiles[i].row + ts, tiles[i].col : tiles[i].col + ts] = True
         pred = predict_classes(model, image, mean=float(meta["mean"]), std=float(meta["std"]), window=window,
                                overlap=overlap, zoom=zoom, batch_size=per_pass, device=device,
-                               needed=needed)  # fmt: skip
+                               needed=needed, flips=flips)  # fmt: skip
         for i in by_sample[name]:
             t = tiles[i]
             truth, guess = labels[t.row : t.row + ts, t.col : t.col + ts], pred[t.row : t.row + ts, t.col : t.col + ts]

@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+# Test-time flips (tensor dims of an (N, C, H, W) batch): none, left-right, up-down, both.
+FLIPS = ((), (3,), (2,), (2, 3))
+
 __all__ = ["edge_weights", "predict_classes", "predict_probabilities", "window_starts"]
 
 
@@ -72,6 +75,7 @@ def predict_probabilities(
     device: str | torch.device = "cpu",
     progress: bool = False,
     needed: np.ndarray | None = None,
+    flips: bool = False,
 ) -> np.ndarray:
     """Class probabilities of a whole (H, W) uint8 image.
 
@@ -98,6 +102,9 @@ def predict_probabilities(
     needed : (H, W) bool ndarray, optional
         Pixels whose prediction is wanted: windows without any are skipped (scoring a
         few tiles of a large image). Pixels no window covered get probability 0.
+    flips : bool
+        Test-time augmentation: average the probabilities of each window as it is, flipped
+        left-right, upside down and both (4x the computation).
 
     Returns
     -------
@@ -137,10 +144,17 @@ def predict_probabilities(
             crops.append(crop)
         x = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)
         x = ((x - mean) / std)[:, None].to(dev)
-        logits = model(x).float()
-        if logits.shape[-1] != side:
-            logits = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
-        probs = torch.softmax(logits, dim=1).cpu().numpy()
+        probs_t = None
+        for dims in FLIPS if flips else ((),):
+            xin = torch.flip(x, dims) if dims else x
+            logits = model(xin).float()
+            if dims:
+                logits = torch.flip(logits, dims)
+            if logits.shape[-1] != side:
+                logits = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
+            p = torch.softmax(logits, dim=1)
+            probs_t = p if probs_t is None else probs_t + p
+        probs = (probs_t / (len(FLIPS) if flips else 1)).cpu().numpy()
         if acc is None:
             acc = np.zeros((probs.shape[1], H, W), np.float32)
         for (r, c), p in zip(chunk, probs, strict=True):

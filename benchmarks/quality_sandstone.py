@@ -231,7 +231,8 @@ INTRO = (
     "training pixels). CNNs: trained from random init (weights 'none': no ImageNet download) with "
     "`mineralseg train` for the time shown, best validation checkpoint, scored with `mineralseg "
     "evaluate --context sample`: each slice is predicted whole with overlapping windows (3 tiles wide, "
-    "overlap half a tile), as the baselines and a user mapping a slice see it, and scored on the test-tile "
+    "overlap half a tile; averaged over flips where the notes say so), as the baselines and a user mapping "
+    "a slice see it, and scored on the test-tile "
     "pixels; the tile-by-tile score is kept in the JSON (`tile_context`). "
     "Produced by `benchmarks/quality_sandstone.py`."
 )

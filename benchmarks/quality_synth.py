@@ -191,7 +191,7 @@ def intro(gen: dict[str, Any]) -> str:
         "spatial blocks). IoU from one confusion matrix over all test-tile pixels (no smoothing); every method "
         "is scored on the same pixels. U-Net resnet18 from random init (weights 'none') at 256 px input, best "
         "validation checkpoint, scored with each sample's working image predicted whole (overlapping windows, "
-        "3 tiles wide) on the test-tile pixels; the tile-by-tile score is kept in the JSON (`tile_context`). "
+        "3 tiles wide; averaged over flips where the notes say so) on the test-tile pixels; the tile-by-tile score is kept in the JSON (`tile_context`). "
         "Baselines: multi-Otsu with thresholds from the pooled training tiles and the "
         "brightness -> class mapping learnt on them; pixel random forest applied tile by tile. "
         "Produced by `benchmarks/quality_synth.py`."

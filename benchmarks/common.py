@@ -301,7 +301,7 @@ def describe_row(row: dict[str, Any]) -> str | None:
                 f"{p.get('device')} ({p.get('precision')}), best validation checkpoint at step "
                 f"{p.get('best_step')}; input {p.get('input_size')} px, batch {p.get('batch_size')}"
                 + (f", overrides {p['overrides']}" if p.get("overrides") else "")
-                + (f"; scored with each sample predicted whole (overlapping windows"
+                + ("; scored with each sample predicted whole (overlapping windows"
                    + (", test-time flips" if p.get("flips") else "") + "); tile by tile: mean IoU "
                    f"{row['tile_context']['miou']:.3f}" if p.get("context") == "sample" and row.get("tile_context")
                    else "; scored tile by tile")

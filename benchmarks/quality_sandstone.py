@@ -221,6 +221,7 @@ def _round(v: float | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- report
+TITLE = "Segmentation quality: sandstone X-ray slices"
 INTRO = (
     "Public sandstone X-ray microscope slices (bnsreenu/python_for_microscopists, MIT): train on "
     "Versa0000/0050/0100/0150/0180/0200, validate on Versa0250, test on Versa0300. IoU from one "
@@ -236,6 +237,11 @@ INTRO = (
     "pixels; the tile-by-tile score is kept in the JSON (`tile_context`). "
     "Produced by `benchmarks/quality_sandstone.py`."
 )
+
+
+def write_report(results: Path, rows: list[dict[str, Any]]):
+    """Merge ``rows`` into ``quality_sandstone.json`` and rewrite the Markdown beside it."""
+    return common.write_results(results, "quality_sandstone", rows, title=TITLE, intro=INTRO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,10 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{row['method']}: mean IoU {row['miou']}  (val {row.get('val_miou')}), "
               f"trained in {row['train_seconds']:.0f} s; IoU {row['iou']}", flush=True)  # fmt: skip
-        json_path, md_path, merged = common.write_results(
-            args.results, "quality_sandstone", rows, title="Segmentation quality: sandstone X-ray slices",
-            intro=INTRO,
-        )
+        json_path, md_path, merged = write_report(args.results, rows)
     if rows:
         print()
         print(common.text_table(merged, common.class_names_of(merged)))

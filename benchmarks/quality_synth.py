@@ -198,6 +198,19 @@ def intro(gen: dict[str, Any]) -> str:
     )
 
 
+def write_report(results: Path, rows: list[dict[str, Any]], gen: dict[str, Any] | None = None):
+    """Merge ``rows`` into ``quality_synth.json`` and rewrite the Markdown beside it
+    (``gen``: the generator settings; default: those recorded in the file's rows)."""
+    if gen is None:
+        merged = common.merge_rows(results / "quality_synth.json", rows)
+        params = next((r["params"] for r in merged if (r.get("params") or {}).get("synth_size")), None)
+        if params is None:
+            raise SystemExit("no row records the synthetic data settings (synth_samples, synth_size, synth_seed)")
+        gen = {k: params[k] for k in ("synth_samples", "synth_size", "synth_seed")}
+    return common.write_results(results, "quality_synth", rows, title="Segmentation quality: synthetic twin",
+                                intro=intro(gen), notes=albite_note)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common.benchmark_parser(
         __doc__.split("\n\n")[0], METHODS, stem="quality_synth", minutes=DEFAULT_MINUTES,
@@ -241,10 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['method']}: mean IoU {row['miou']}, albite IoU {row['albite_iou']} "
               f"(val mean IoU {row.get('val_miou')}), trained in {row['train_seconds']:.0f} s; "
               f"IoU {row['iou']}", flush=True)  # fmt: skip
-        json_path, md_path, merged = common.write_results(
-            args.results, "quality_synth", rows, title="Segmentation quality: synthetic twin", intro=intro(gen),
-            notes=albite_note,
-        )
+        json_path, md_path, merged = write_report(args.results, rows, gen)
     if rows:
         print()
         print(common.text_table(merged, common.class_names_of(merged)))

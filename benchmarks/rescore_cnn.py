@@ -63,14 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         updated.append(new)
         print(f"{row['method']}: test mean IoU {new['miou']} (tile by tile {new['tile_context']['miou']}), "
               f"val {new['val_miou']} (tile by tile {new['val_miou_tiles']})", flush=True)  # fmt: skip
-    intro = module.INTRO if hasattr(module, "INTRO") else None
-    if intro is None:  # quality_synth builds its intro from the generator settings
-        p = rows[0].get("params", {})
-        intro = module.intro({k: p.get(k) for k in ("synth_samples", "synth_size", "synth_seed")})
-    title = {"quality_sandstone": "Segmentation quality: sandstone X-ray slices",
-             "quality_synth": "Segmentation quality: synthetic twin"}[args.stem]  # fmt: skip
-    notes = getattr(module, "albite_note", ())
-    common.write_results(args.results, args.stem, updated, title=title, intro=intro, notes=notes)
+    module.write_report(args.results, updated)
     return 0
 
 

@@ -116,7 +116,7 @@ def predict_probabilities(
     if not 0 <= overlap < window:
         raise ValueError(f"overlap must be in [0, window), got {overlap} for window {window}")
     h, w = image.shape
-    side = max(window, 1)
+    side = window
     # The model input side must be a multiple of `multiple`.
     in_side = int(math.ceil(side * zoom / multiple) * multiple)
     ph, pw = max(0, side - h), max(0, side - w)

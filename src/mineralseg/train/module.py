@@ -93,17 +93,16 @@ class SegmentationModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) normalised images -> (N, C, H, W) logits."""
+        return self._run(self.model, x)
+
+    def _run(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        return net(x)
 
     def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the weights that are validated: the moving average when on."""
-        if self.ema is None:
-            return self(x)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.ema.module(x)
+        return self._run(self.model if self.ema is None else self.ema.module, x)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:

@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None, help="JSON file for the rows (merged by variant)")
     args = parser.parse_args(argv)
 
+    from mineralseg.io import write_json
+
     variants = dict(parse_variant(v) for v in args.variant)
     if not (args.dataset / "manifest.json").is_file():
         raise SystemExit(f"{args.dataset}: no manifest.json (make the dataset with `mineralseg prepare`)")
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             old = json.loads(args.results.read_text()) if args.results.exists() else []
             keep = [r for r in old if r.get("variant") not in {x["variant"] for x in rows}]
             args.results.parent.mkdir(parents=True, exist_ok=True)
-            args.results.write_text(json.dumps(keep + rows, indent=1))
+            write_json(args.results, keep + rows)  # atomic, like every project output
     if rows:
         names = list(rows[0]["val_iou"])
         print("\nvariant | " + " | ".join(names) + " | val mean IoU | steps")

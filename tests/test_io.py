@@ -131,6 +131,22 @@ def test_tiff_block_writer_round_trip(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "gen.tif"), rgb)
 
 
+def test_tiff_block_writer_finishes_when_tifffile_is_done_first(tmp_path):
+    """tifffile stops pulling tiles after the last one and closes the file; the writer
+    thread may then be gone before the with block ends (regression: that raised)."""
+    import time
+
+    a = _image((40, 48), seed=9)
+    path = tmp_path / "small.tif"
+    with TiffBlockWriter(path, a.shape, a.dtype, tile=(16, 16)) as writer:
+        writer.write(a)
+        deadline = time.monotonic() + 10
+        while writer._thread.is_alive() and time.monotonic() < deadline:  # let it finish first
+            time.sleep(0.01)
+        assert not writer._thread.is_alive()
+    np.testing.assert_array_equal(read_image(path), a)
+
+
 def test_tiff_block_writer_leaves_nothing_on_error(tmp_path):
     a = _image((100, 64), seed=8)
     path = tmp_path / "out.tif"

@@ -237,11 +237,15 @@ class TiffBlockWriter:
                 while True:  # unblock a producer waiting on a full queue
                     self._queue.get_nowait()
 
-    def _put(self, item: Any) -> None:
+    def _put(self, item: Any, *, end: bool = False) -> None:
         while True:
             if self._error is not None:
                 raise self._error
             if self._thread is None or not self._thread.is_alive():
+                if end and self._thread is not None:
+                    # tifffile stops pulling tiles once it has the last one and finishes
+                    # the file, so the writer may be done before the end marker comes.
+                    return
                 raise RuntimeError(f"TIFF writer for {self.path} is not running (use it in a with block)")
             try:
                 self._queue.put(item, timeout=0.1)
@@ -277,7 +281,7 @@ class TiffBlockWriter:
                     )
                     self._abort()
                 else:
-                    self._put(None)
+                    self._put(None, end=True)
                     self._thread.join()  # type: ignore[union-attr]
                     if self._error is not None:
                         error = self._error
@@ -296,7 +300,7 @@ class TiffBlockWriter:
         if self._thread is None:
             return
         with contextlib.suppress(Exception):
-            self._put(None)
+            self._put(None, end=True)
         self._thread.join()
 
 

@@ -14,7 +14,7 @@ from mineralseg.data import load_manifest
 from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.checkpoint import load_checkpoint_model
 from mineralseg.evaluate.evaluate import evaluate
-from mineralseg.infer import edge_weights, predict_classes, predict_probabilities, window_starts
+from mineralseg.infer import edge_weights, predict_class_bands, predict_classes, predict_probabilities, window_starts
 
 
 class PixelModel(torch.nn.Module):
@@ -137,6 +137,123 @@ def test_flips_average_each_window_over_its_four_flips():
     np.testing.assert_allclose(
         predict_probabilities(equivariant, image, mean=0.5, std=0.25, window=32, overlap=0, flips=True),
         _whole(equivariant, image, 0.5, 0.25), atol=1e-5)
+
+
+class ContextModel(PixelModel):
+    """Logits from a 5x5 neighbourhood: a window's edge pixels differ from the whole image's."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__(classes)
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv2d(1, classes, 5, padding=2)
+
+
+def _reference(model, image, mean, std, window, overlap, needed=None):
+    """Blend every window into one whole-image sum: what the banded version must equal."""
+    h, w = image.shape
+    weights = edge_weights(window, overlap)
+    acc, wsum = np.zeros((3, h, w), np.float32), np.zeros((h, w), np.float32)
+    for r in window_starts(h, window, window - overlap):
+        for c in window_starts(w, window, window - overlap):
+            if needed is not None and not needed[r : r + window, c : c + window].any():
+                continue
+            p = _whole(model, image[r : r + window, c : c + window], mean, std)
+            acc[:, r : r + window, c : c + window] += p * weights
+            wsum[r : r + window, c : c + window] += weights
+    np.divide(acc, wsum, out=acc, where=wsum > 0)
+    return acc
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
+def test_banded_blending_equals_blending_the_whole_image(batch_size):
+    """Rows leave the band once final; batches that span window rows change nothing."""
+    model = ContextModel().eval()
+    image = _image((150, 77), seed=4)
+    want = _reference(model, image, 0.4, 0.2, 32, 12)
+    got = predict_probabilities(model, image, mean=0.4, std=0.2, window=32, overlap=12, batch_size=batch_size)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    classes = predict_classes(model, image, mean=0.4, std=0.2, window=32, overlap=12, batch_size=batch_size)
+    np.testing.assert_array_equal(classes, want.argmax(0))
+
+
+def test_banded_blending_with_skipped_rows_of_windows():
+    model = ContextModel().eval()
+    image = _image((160, 64), seed=5)
+    needed = np.zeros(image.shape, bool)
+    needed[0:10, 0:10] = needed[120:130, 40:50] = True  # rows 32..~100 have no window
+    want = _reference(model, image, 0.5, 0.25, 32, 8, needed=needed)
+    got = predict_probabilities(model, image, mean=0.5, std=0.25, window=32, overlap=8, needed=needed, batch_size=2)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (got[:, 40:90] == 0).all()
+    classes = predict_classes(model, image, mean=0.5, std=0.25, window=32, overlap=8, needed=needed)
+    np.testing.assert_array_equal(classes[needed], want.argmax(0)[needed])
+    assert (classes[40:90] == 0).all()
+
+
+def test_predict_classes_writes_into_a_given_array_and_reads_any_sliceable_image(tmp_path):
+    model = ContextModel().eval()
+    image = _image((90, 70), seed=6)
+    on_disk = np.lib.format.open_memmap(tmp_path / "sem.npy", mode="w+", dtype=np.uint8, shape=image.shape)
+    on_disk[:] = image
+    out = np.lib.format.open_memmap(tmp_path / "classes.npy", mode="w+", dtype=np.uint8, shape=image.shape)
+    got = predict_classes(model, on_disk, mean=0.5, std=0.25, window=32, overlap=8, out=out)
+    assert got is out
+    out.flush()
+    np.testing.assert_array_equal(np.load(tmp_path / "classes.npy"), _reference(model, image, 0.5, 0.25, 32, 8).argmax(0))
+    with pytest.raises(ValueError, match="out has shape"):
+        predict_classes(model, image, mean=0.5, std=0.25, window=32, out=np.zeros((5, 5), np.uint8))
+
+
+def test_class_bands_go_straight_to_a_strip_writer(tmp_path):
+    """Bands come top to bottom, each row once: a tiled TIFF written strip by strip holds the map."""
+    import tifffile
+
+    from mineralseg.io import TiffBlockWriter, open_image
+
+    model = ContextModel().eval()
+    image = _image((120, 80), seed=8)
+    np.save(tmp_path / "sem.npy", image)
+    lazy = open_image(tmp_path / "sem.npy")  # positioned reads, window by window
+    with TiffBlockWriter(tmp_path / "classes.tif", image.shape, np.uint8, tile=(32, 32)) as writer:
+        rows = 0
+        for start, stop, classes in predict_class_bands(model, lazy, mean=0.5, std=0.25, window=32, overlap=8):
+            assert start == rows and classes.shape == (stop - start, 80) and classes.dtype == np.uint8
+            writer.write(classes)
+            rows = stop
+    want = _reference(model, image, 0.5, 0.25, 32, 8).argmax(0)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "classes.tif"), want)
+
+
+def test_predict_classes_holds_a_band_not_the_image_probabilities():
+    """Peak numpy memory: the class map plus a band, against (C, H, W) float32 for probabilities."""
+    import tracemalloc
+
+    model = PixelModel().eval()
+    image = _image((6000, 64), seed=7)
+    full_probs = 3 * image.size * 4  # 4.6 MB
+    kwargs = dict(mean=0.5, std=0.25, window=32, overlap=8, batch_size=4)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        predict_classes(model, image, **kwargs)
+        banded = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        predict_probabilities(model, image, **kwargs)
+        whole = tracemalloc.get_traced_memory()[1]
+        # Only the first and last rows wanted, batches larger than all windows: a batch
+        # must not stretch the band across the skipped rows.
+        needed = np.zeros(image.shape, bool)
+        needed[:5], needed[-5:] = True, True
+        tracemalloc.reset_peak()
+        sparse = predict_classes(model, image, **{**kwargs, "batch_size": 64}, needed=needed)
+        sparse_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert whole > full_probs
+    assert banded < image.size + full_probs / 10  # the uint8 map plus small change
+    # the map, `needed` and its padded copy, the zero rows of the skipped part: 4 bytes a pixel
+    assert sparse_peak < 4 * image.size + full_probs / 10
+    np.testing.assert_array_equal(sparse[needed], predict_classes(model, image, **kwargs)[needed])
 
 
 def _mosaic_dataset(tiny_dataset, root):

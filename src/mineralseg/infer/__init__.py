@@ -1,5 +1,11 @@
 """Inference on whole images: overlapping windows blended into one map."""
 
-from mineralseg.infer.sliding import edge_weights, predict_classes, predict_probabilities, window_starts
+from mineralseg.infer.sliding import (
+    edge_weights,
+    predict_class_bands,
+    predict_classes,
+    predict_probabilities,
+    window_starts,
+)
 
-__all__ = ["edge_weights", "predict_classes", "predict_probabilities", "window_starts"]
+__all__ = ["edge_weights", "predict_class_bands", "predict_classes", "predict_probabilities", "window_starts"]

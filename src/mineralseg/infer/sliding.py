@@ -6,15 +6,20 @@ class probabilities are blended with weights that fall linearly to the window ed
 so seams between windows vanish and pixels near a window edge count little. Only the
 image's own border lacks context.
 
-Memory: the (C, H, W) float32 probability sum plus one batch of windows, so this suits
-images of up to a few hundred megapixels (a prepared dataset's samples); gigapixel
-mosaics need a block-wise version that writes as it goes.
+Windows are visited row by row and the blended sum is kept for a band of rows only:
+once no later window can touch a row, the row is final and leaves the band. So
+:func:`predict_classes` needs memory for the class map (1 byte per pixel; or none with
+``out=`` an on-disk array such as a ``numpy.memmap`` or zarr array) plus a band of
+``C x (window + step) x W`` float32, whatever the image height;
+:func:`predict_probabilities` returns the whole (C, H, W) float32 array and suits images
+of up to a few hundred megapixels.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,7 +30,7 @@ from tqdm import tqdm
 # Test-time flips (tensor dims of an (N, C, H, W) batch): none, left-right, up-down, both.
 FLIPS = ((), (3,), (2,), (2, 3))
 
-__all__ = ["edge_weights", "predict_classes", "predict_probabilities", "window_starts"]
+__all__ = ["edge_weights", "predict_class_bands", "predict_classes", "predict_probabilities", "window_starts"]
 
 
 def window_starts(length: int, window: int, step: int) -> list[int]:
@@ -61,6 +66,138 @@ def _windows(shape: tuple[int, int], window: int, step: int) -> Iterator[tuple[i
 
 
 @torch.inference_mode()
+def _blended_bands(
+    model: torch.nn.Module,
+    image: Any,
+    *,
+    mean: float,
+    std: float,
+    window: int = 512,
+    overlap: int = 64,
+    zoom: float = 1.0,
+    multiple: int = 32,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    needed: np.ndarray | None = None,
+    flips: bool = False,
+) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    """Final rows of the blended probabilities, top to bottom: ``(start, stop, band)``
+    with ``band`` the (C, stop - start, w) float32 probabilities of those image rows, or
+    None for rows that no window covered (skipped with ``needed``). Every row comes
+    once, in order.
+    """
+    if getattr(image, "ndim", None) != 2:
+        raise ValueError(f"expected an (H, W) image, got shape {getattr(image, 'shape', None)}")
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in [0, window), got {overlap} for window {window}")
+    h, w = (int(n) for n in image.shape)
+    side = window
+    # The model input side must be a multiple of `multiple`.
+    in_side = int(math.ceil(side * zoom / multiple) * multiple)
+    ph, pw = max(0, side - h), max(0, side - w)
+    # Only an image smaller than a window is padded (and so loaded whole); a larger one
+    # may be any array that slices (numpy, memmap, zarr): windows are read one by one.
+    img = np.pad(np.asarray(image), ((0, ph), (0, pw)), mode="reflect") if (ph or pw) else image
+    H, W = h + ph, w + pw
+    weights = edge_weights(side, overlap)
+    starts = list(_windows((H, W), side, side - overlap))  # row by row, rows ascending
+    if needed is not None:
+        if needed.shape != (h, w):
+            raise ValueError(f"needed has shape {needed.shape}, the image {(h, w)}")
+        need = np.pad(needed, ((0, ph), (0, pw)))
+        starts = [(r, c) for r, c in starts if need[r : r + side, c : c + side].any()]
+    dev = torch.device(device)
+    acc: np.ndarray | None = None  # blended sum of band rows top .. top + len
+    wsum = np.zeros((0, W), np.float32)
+    top = 0  # first image row not yet given out
+    bar = tqdm(total=len(starts), desc="predict", unit="window", disable=not progress, leave=False)
+    for chunk in _batches(starts, batch_size, side - overlap):
+        crops = []
+        for r, c in chunk:
+            crop = np.asarray(img[r : r + side, c : c + side])
+            if in_side != side:
+                interp = cv2.INTER_AREA if in_side < side else cv2.INTER_LINEAR
+                crop = cv2.resize(crop, (in_side, in_side), interpolation=interp)
+            crops.append(crop)
+        x = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)
+        x = ((x - mean) / std)[:, None].to(dev)
+        probs_t = None
+        for dims in FLIPS if flips else ((),):
+            xin = torch.flip(x, dims) if dims else x
+            logits = model(xin).float()
+            if dims:
+                logits = torch.flip(logits, dims)
+            if logits.shape[-1] != side:
+                logits = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
+            p = torch.softmax(logits, dim=1)
+            probs_t = p if probs_t is None else probs_t + p
+        probs = (probs_t / (len(FLIPS) if flips else 1)).cpu().numpy()
+        # Rows above the next window still to come are final: give them out first.
+        first = chunk[0][0]
+        if first > top:
+            yield from _release(acc, wsum, top, first, h, w)
+            acc, wsum = _drop_rows(acc, wsum, first - top)
+            top = first
+        bottom = max(r for r, _ in chunk) + side
+        if acc is None:
+            acc = np.zeros((probs.shape[1], bottom - top, W), np.float32)
+            wsum = np.zeros((bottom - top, W), np.float32)
+        elif bottom - top > wsum.shape[0]:  # grow the band downwards
+            extra = bottom - top - wsum.shape[0]
+            acc = np.concatenate([acc, np.zeros((acc.shape[0], extra, W), np.float32)], axis=1)
+            wsum = np.concatenate([wsum, np.zeros((extra, W), np.float32)], axis=0)
+        for (r, c), p in zip(chunk, probs, strict=True):
+            acc[:, r - top : r - top + side, c : c + side] += p * weights
+            wsum[r - top : r - top + side, c : c + side] += weights
+        bar.update(len(chunk))
+    bar.close()
+    yield from _release(acc, wsum, top, H, h, w)
+
+
+def _batches(starts: list[tuple[int, int]], size: int, step: int) -> Iterator[list[tuple[int, int]]]:
+    """Windows in batches of ``size`` that span at most two neighbouring window rows, so
+    the band never reaches across rows skipped with ``needed``."""
+    chunk: list[tuple[int, int]] = []
+    for r, c in starts:
+        if chunk and (len(chunk) == size or r - chunk[0][0] > step):
+            yield chunk
+            chunk = []
+        chunk.append((r, c))
+    if chunk:
+        yield chunk
+
+
+def _release(
+    acc: np.ndarray | None, wsum: np.ndarray, top: int, end: int, h: int, w: int
+) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    """Normalised rows ``top .. end`` of the band (clipped to the image), or None
+    where the band does not reach (rows no window covered)."""
+    end = min(end, h)
+    if end <= top:
+        return
+    have = 0 if acc is None else min(wsum.shape[0], end - top)
+    if have:
+        band = acc[:, :have, :w].copy()
+        sums = wsum[:have, :w]
+        np.divide(band, sums, out=band, where=sums > 0)
+        yield top, top + have, band
+    if top + have < end:
+        yield top + have, end, None
+
+
+def _drop_rows(acc: np.ndarray | None, wsum: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """The band without its first ``n`` rows (kept allocated: zeros move to the bottom)."""
+    if acc is None or n <= 0:
+        return acc, wsum
+    n = min(n, wsum.shape[0])
+    acc = np.roll(acc, -n, axis=1)
+    wsum = np.roll(wsum, -n, axis=0)
+    acc[:, -n:] = 0
+    wsum[-n:] = 0
+    return acc, wsum
+
+
 def predict_probabilities(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -83,8 +220,9 @@ def predict_probabilities(
     ----------
     model : torch.nn.Module
         Maps (N, 1, S, S) normalised images to (N, C, S, S) logits (eval mode).
-    image : (H, W) uint8 ndarray
-        On the grid the model was trained on (a prepared dataset's working grid).
+    image : (H, W) uint8 array
+        On the grid the model was trained on (a prepared dataset's working grid). Any
+        array that slices like numpy (``numpy.memmap``, zarr) is read window by window.
     mean, std : float
         Input normalisation: ``(image / 255 - mean) / std`` (the checkpoint's).
     window, overlap : int
@@ -109,68 +247,54 @@ def predict_probabilities(
     Returns
     -------
     (C, H, W) float32 ndarray
-        Blended softmax probabilities (each covered pixel's sum is 1).
+        Blended softmax probabilities (each covered pixel's sum is 1); (0, H, W) when
+        ``needed`` leaves no window.
     """
-    if image.ndim != 2:
-        raise ValueError(f"expected an (H, W) image, got shape {image.shape}")
-    if not 0 <= overlap < window:
-        raise ValueError(f"overlap must be in [0, window), got {overlap} for window {window}")
-    h, w = image.shape
-    side = window
-    # The model input side must be a multiple of `multiple`.
-    in_side = int(math.ceil(side * zoom / multiple) * multiple)
-    ph, pw = max(0, side - h), max(0, side - w)
-    img = np.pad(image, ((0, ph), (0, pw)), mode="reflect") if (ph or pw) else image
-    H, W = img.shape
-    weights = edge_weights(side, overlap)
-    acc: np.ndarray | None = None
-    wsum = np.zeros((H, W), np.float32)
-    starts = list(_windows((H, W), side, side - overlap))
-    if needed is not None:
-        if needed.shape != (h, w):
-            raise ValueError(f"needed has shape {needed.shape}, the image {image.shape}")
-        need = np.pad(needed, ((0, ph), (0, pw)))
-        starts = [(r, c) for r, c in starts if need[r : r + side, c : c + side].any()]
-    dev = torch.device(device)
-    bar = tqdm(total=len(starts), desc="predict", unit="window", disable=not progress, leave=False)
-    for b in range(0, len(starts), batch_size):
-        chunk = starts[b : b + batch_size]
-        crops = []
-        for r, c in chunk:
-            crop = img[r : r + side, c : c + side]
-            if in_side != side:
-                interp = cv2.INTER_AREA if in_side < side else cv2.INTER_LINEAR
-                crop = cv2.resize(crop, (in_side, in_side), interpolation=interp)
-            crops.append(crop)
-        x = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)
-        x = ((x - mean) / std)[:, None].to(dev)
-        probs_t = None
-        for dims in FLIPS if flips else ((),):
-            xin = torch.flip(x, dims) if dims else x
-            logits = model(xin).float()
-            if dims:
-                logits = torch.flip(logits, dims)
-            if logits.shape[-1] != side:
-                logits = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
-            p = torch.softmax(logits, dim=1)
-            probs_t = p if probs_t is None else probs_t + p
-        probs = (probs_t / (len(FLIPS) if flips else 1)).cpu().numpy()
-        if acc is None:
-            acc = np.zeros((probs.shape[1], H, W), np.float32)
-        for (r, c), p in zip(chunk, probs, strict=True):
-            acc[:, r : r + side, c : c + side] += p * weights
-            wsum[r : r + side, c : c + side] += weights
-        bar.update(len(chunk))
-    bar.close()
-    if acc is None:  # nothing needed
-        return np.zeros((0, h, w), np.float32)
-    np.divide(acc, wsum, out=acc, where=wsum > 0)
-    return acc[:, :h, :w]
+    h, w = (int(n) for n in image.shape) if getattr(image, "ndim", None) == 2 else (0, 0)
+    out: np.ndarray | None = None
+    for start, stop, band in _blended_bands(model, image, mean=mean, std=std, window=window, overlap=overlap, zoom=zoom,
+                                    multiple=multiple, batch_size=batch_size, device=device, progress=progress,
+                                    needed=needed, flips=flips):  # fmt: skip
+        if band is None:
+            continue
+        if out is None:
+            out = np.zeros((band.shape[0], h, w), np.float32)
+        out[:, start:stop] = band
+    return np.zeros((0, h, w), np.float32) if out is None else out
 
 
-def predict_classes(model: torch.nn.Module, image: np.ndarray, **kwargs) -> np.ndarray:
-    """(H, W) uint8 class ids of a whole image (see :func:`predict_probabilities`)."""
-    probs = predict_probabilities(model, image, **kwargs)
-    if probs.shape[0] == 0:
-        return np.zeros(image.shape, np.uint8)
-    return probs.argmax(axis=0).astype(np.uint8)
+def predict_class_bands(model: torch.nn.Module, image: Any, **kwargs: Any) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Class ids of a whole image as final bands of rows, top to bottom.
+
+    Takes the arguments of :func:`predict_probabilities`. Yields ``(start, stop,
+    classes)`` with ``classes`` the (stop - start, W) uint8 ids of those image rows;
+    every row comes once, in order, so the bands can go straight to a strip writer
+    (:class:`mineralseg.io.TiffBlockWriter`). Pixels no window covered get class 0.
+    Memory: one band of ``C x (window + step) x W`` float32.
+    """
+    for start, stop, band in _blended_bands(model, image, **kwargs):
+        if band is None:  # rows no window covered: class 0, as an argmax of all-zero probabilities
+            yield start, stop, np.zeros((stop - start, int(image.shape[1])), np.uint8)
+        else:
+            yield start, stop, band.argmax(axis=0).astype(np.uint8)
+
+
+def predict_classes(
+    model: torch.nn.Module, image: np.ndarray, *, out: Any | None = None, **kwargs: Any
+) -> np.ndarray:
+    """(H, W) uint8 class ids of a whole image, computed band by band.
+
+    Takes the arguments of :func:`predict_probabilities`. ``out``: an (H, W) uint8
+    array to write into (e.g. a ``numpy.memmap`` or zarr array for an image whose class
+    map should not be held in memory); returned. Pixels no window covered get class 0.
+    Memory beyond ``out``: one band of ``C x (window + step) x W`` float32 (see
+    :func:`predict_class_bands`).
+    """
+    shape = tuple(int(n) for n in image.shape)
+    if out is None:
+        out = np.zeros(shape, np.uint8)
+    elif tuple(out.shape) != shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}, the image {shape}")
+    for start, stop, classes in predict_class_bands(model, image, **kwargs):
+        out[start:stop] = classes
+    return out

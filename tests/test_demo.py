@@ -15,6 +15,7 @@ def test_demo_runs_end_to_end(tmp_path):
     metrics = json.loads((tmp_path / "demo" / "runs").glob("*/eval-test/metrics.json").__next__().read_text())
     assert metrics["class_names"] == ["pores_background", "quartz", "albite", "clay_accessories"]
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["num_pixels"] > 0
+    assert metrics["context"] == "sample"  # scored the way a user maps: each sample predicted whole
     for name in ("manifest.json", "registration.json", "class_stats.json"):
         assert (tmp_path / "demo" / "dataset" / name).is_file()
     assert list((tmp_path / "demo" / "dataset" / "qa").glob("*_registration_after.png"))

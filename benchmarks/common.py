@@ -250,8 +250,9 @@ def class_names_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r["iou"]))
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
-    """Markdown table; the best value of each IoU column (and mean IoU) in bold."""
+def markdown_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str], *, bold: bool = True) -> str:
+    """Markdown table; the best value of each IoU column (and mean IoU) in bold unless
+    ``bold`` is False (rows that are not rivals, e.g. scored against different references)."""
     head = ["method", "weights", *class_names, "mean IoU", "train time", "date"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -264,7 +265,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -
 
     def cell(value: Any, top: str | None) -> str:
         text = _fmt(value)
-        return f"**{text}**" if value is not None and text == top else text
+        return f"**{text}**" if bold and value is not None and text == top else text
 
     for r in rows:
         cells = [r["method"], r.get("weights") or "–", *(cell(r["iou"].get(c), best_iou[c]) for c in class_names),
@@ -320,12 +321,13 @@ def write_results(
     title: str,
     intro: str,
     notes: Sequence[str] | Callable[[list[dict[str, Any]]], Sequence[str]] = (),
+    bold: bool = True,
 ) -> tuple[Path, Path, list[dict[str, Any]]]:
     """Merge ``rows`` into ``<stem>.json`` and rewrite ``<stem>.md`` from all rows.
 
     The Markdown file holds ``intro``, the table, ``notes``, a line per row on how its
     method was run (:func:`describe_row`) and the machines with their methods and dates.
-    ``notes`` may be a function of the merged rows. Returns the two paths and the
+    ``notes`` may be a function of the merged rows; ``bold``: see :func:`markdown_table`. Returns the two paths and the
     merged rows.
     """
     from mineralseg.io import atomic_path, write_json
@@ -339,7 +341,7 @@ def write_results(
     machines: dict[str, list[str]] = {}
     for r in merged:
         machines.setdefault(r.get("machine", "unknown machine"), []).append(f"{r['method']} ({r.get('date', '?')})")
-    lines = [f"# {title}", "", intro, "", markdown_table(merged, names), ""]
+    lines = [f"# {title}", "", intro, "", markdown_table(merged, names, bold=bold), ""]
     extra = notes(merged) if callable(notes) else notes
     details = list(extra) + [d for d in map(describe_row, merged) if d]
     lines += [f"- {n}" for n in details]

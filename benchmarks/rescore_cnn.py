@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             tile_context=common.tile_context(scores["test", "tile"]),
             val_miou_tiles=round(float(scores["val", "tile"]["miou"]), 4),
             date=row.get("date"), machine=row.get("machine"), rescored=common.today(),
+            # benchmark-specific scores (quality_synth: against the generator's truth)
+            **(module.rescore_extra(run, flips=args.flips) if hasattr(module, "rescore_extra") else {}),
         )
         if "albite_iou" in row:
             new["albite_iou"] = module.albite_iou(new)

@@ -10,13 +10,18 @@ and with the same confusion matrix as ``quality_synth.py``. Its per-class IoU is
 predicting the true mineral shapes perfectly would score; a model can beat it only by
 imitating the label grid's blockiness.
 
+With ``--checkpoint RUN`` it also scores that CNN (each sample predicted whole, as the
+benchmark row was) against the labels and against the generator's truth on the same
+pixels: the model's error without the labels' noise.
+
 Needs the dataset and samples that ``quality_synth.py`` made (``--out``); regenerates
 each sample's truth from its seed (byte-identical). Output: the table on stdout and
-``benchmarks/results/synth_label_ceiling.json`` / ``.md``.
+``benchmarks/results/synth_label_ceiling.json`` / ``.md`` (rows merged by method).
 
 Usage::
 
     python benchmarks/synth_label_ceiling.py                 # test and validation splits
+    python benchmarks/synth_label_ceiling.py --checkpoint benchmarks/work/synth/runs/unet-resnet18-... --flips
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,13 +39,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py, beside this script)
 
 
-def oracle_confusion(work: Path, splits: list[str]) -> dict[str, object]:
-    """One confusion matrix per split of the oracle against the dataset's labels."""
+def truth_maps(
+    work: Path, splits: list[str], size: int | None = None
+) -> Iterator[tuple[str, list[Any], list[np.ndarray], np.ndarray]]:
+    """Per sample with tiles in ``splits``: ``(name, tiles, truth per tile, labels_aligned)``.
+
+    The truth of a tile is the generator's true mineral group at the centre of each of
+    its ``size`` x ``size`` pixels (default: the working grid's ``tile_size``; the
+    stored tiles' ``out_size`` for methods that predict those), mapped working grid ->
+    label grid -> SEM through the registered ``label_to_sem``; background outside the
+    SEM frame.
+    """
     from PIL import Image
 
     from mineralseg.classes import load_schema
     from mineralseg.data.manifest import load_manifest
-    from mineralseg.evaluate.metrics import ConfusionMatrix
     from mineralseg.synth.dataset import _defaults_for
     from mineralseg.synth.sample import generate_sample
 
@@ -47,58 +62,146 @@ def oracle_confusion(work: Path, splits: list[str]) -> dict[str, object]:
     synth = json.loads((work / "raw" / "synth.json").read_text())
     schema = load_schema(synth["palette"])
     scale, ts = manifest.sem_scale, manifest.tile_size
+    size = int(size or ts)
+    step = ts / size  # working px per output px
     names = schema.mineral_names
     outside = int(schema.to_groups(np.array([names.index("background") if "background" in names else 0]))[0])
-    cms = {s: ConfusionMatrix(manifest.num_classes, manifest.ignore_index) for s in splits}
     for k, rec in enumerate(synth["sample_records"]):
         name = rec["name"]
-        tiles = [t for t in manifest.tiles if t.sample == name and t.split in cms]
+        tiles = [t for t in manifest.tiles if t.sample == name and t.split in splits]
         if not tiles:
             continue
         sample = generate_sample(rec["seed"], size=synth["size"], **_defaults_for(k, synth["options"]))
         m = np.asarray(reg["samples"][name]["registration"]["label_to_sem"], dtype=np.float64)
         labels = np.asarray(Image.open(work / "dataset" / "samples" / name / "labels_aligned.png"))
         h, w = sample.truth.shape
+        truths = []
         for t in tiles:
-            v, u = np.mgrid[t.row : t.row + ts, t.col : t.col + ts].astype(np.float64)
+            v, u = (np.mgrid[0:size, 0:size].astype(np.float64) + 0.5) * step - 0.5
+            v, u = v + t.row, u + t.col  # working-grid coordinates of the pixel centres
             lx, ly = (u + 0.5) / scale - 0.5, (v + 0.5) / scale - 0.5  # working -> label grid
             xs = np.rint(m[0, 0] * lx + m[0, 1] * ly + m[0, 2]).astype(np.int64)
             ys = np.rint(m[1, 0] * lx + m[1, 1] * ly + m[1, 2]).astype(np.int64)
             inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-            pred = np.full((ts, ts), outside, np.uint8)  # outside the SEM frame: background
-            pred[inside] = schema.to_groups(sample.truth[ys[inside], xs[inside]])
-            cms[t.split].update(labels[t.row : t.row + ts, t.col : t.col + ts], pred)
+            truth = np.full((size, size), outside, np.uint8)  # outside the SEM frame: background
+            truth[inside] = schema.to_groups(sample.truth[ys[inside], xs[inside]])
+            truths.append(truth)
+        yield name, tiles, truths, labels
+
+
+def score(work: Path, splits: list[str], checkpoint: Path | None, *, flips: bool, batch_size: int) -> dict[str, Any]:
+    """Confusion matrices per split: the oracle against the labels and, with a
+    ``checkpoint``, its whole-sample prediction against the labels and against the truth.
+
+    The checkpoint predicts each sample's working image whole as ``evaluate --context
+    sample`` does (windows 3 tiles wide, overlap half a tile, optional flips).
+    """
+    from mineralseg.data.manifest import load_manifest
+    from mineralseg.evaluate.checkpoint import check_dataset_matches, load_checkpoint_model
+    from mineralseg.evaluate.evaluate import sample_window
+    from mineralseg.evaluate.metrics import ConfusionMatrix
+    from mineralseg.infer import predict_classes
+    from mineralseg.io import read_image
+
+    manifest = load_manifest(work / "dataset")
+    ts = manifest.tile_size
+    refs = ["oracle"] + (["labels", "truth"] if checkpoint else [])
+    cms = {(r, s): ConfusionMatrix(manifest.num_classes, manifest.ignore_index) for r in refs for s in splits}
+    model = meta = None
+    if checkpoint:
+        model, meta = load_checkpoint_model(checkpoint)
+        check_dataset_matches(meta, manifest)
+    for name, tiles, truths, labels in truth_maps(work, splits):
+        pred = None
+        if model is not None:
+            folder = work / "dataset" / "samples" / name
+            image = np.asarray(read_image(next(p for p in sorted(folder.glob("sem_aligned.*")))))
+            needed = np.zeros(image.shape, bool)
+            for t in tiles:
+                needed[t.row : t.row + ts, t.col : t.col + ts] = True
+            pred = predict_classes(model, image, mean=float(meta["mean"]), std=float(meta["std"]),
+                                   window=sample_window(ts), overlap=ts // 2, zoom=int(meta["input_size"]) / ts,
+                                   batch_size=batch_size, device="cpu", needed=needed, flips=flips)  # fmt: skip
+        for t, truth in zip(tiles, truths):
+            lab = labels[t.row : t.row + ts, t.col : t.col + ts]
+            cms[("oracle", t.split)].update(lab, truth)
+            if pred is not None:
+                guess = pred[t.row : t.row + ts, t.col : t.col + ts]
+                cms[("labels", t.split)].update(lab, guess)
+                # Pixels the labels ignore (unknown colours, outside the sample) are left out
+                # against the truth too, so both references score the same pixels.
+                cms[("truth", t.split)].update(np.where(lab == manifest.ignore_index, lab, truth), guess)
         print(f"{name}: {len(tiles)} tiles", flush=True)
-    return {"cms": cms, "names": manifest.class_names, "manifest": manifest}
+    return {"cms": cms, "names": manifest.class_names, "manifest": manifest, "meta": meta}
+
+
+def reading(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per split on what the rows say: labels vs truth, CNN vs both."""
+    by = {r["method"]: r for r in rows}
+    out = []
+    for split in ("test", "val"):
+        oracle = by.get(f"oracle ({split})")
+        cnn = {r["reference"]: r for r in rows if r.get("split") == split and r.get("reference") and
+               not r["method"].startswith("oracle")}  # fmt: skip
+        if oracle and {"labels", "truth"} <= set(cnn):
+            lab, tru = cnn["labels"], cnn["truth"]
+            out.append(
+                f"{split}: the labels match the truth at mean IoU {oracle['miou']:.3f}; the CNN scores "
+                f"{lab['miou']:.3f} against the labels and {tru['miou']:.3f} against the truth "
+                f"(albite {lab['iou'].get('albite', float('nan')):.3f} / {tru['iou'].get('albite', float('nan')):.3f})."
+            )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=common.WORK / "synth", help="quality_synth.py's work folder")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="also score this run (or .ckpt) against the labels and against the truth")  # fmt: skip
+    parser.add_argument("--flips", action="store_true", help="test-time flips for --checkpoint")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=common.RESULTS)
     args = parser.parse_args(argv)
     if not (args.out / "dataset" / "manifest.json").is_file() or not (args.out / "raw" / "synth.json").is_file():
         raise SystemExit(f"{args.out}: run benchmarks/quality_synth.py first (it makes raw/ and dataset/ there)")
+    common.limit_threads(args.threads)
     from mineralseg.evaluate.metrics import metrics_from_confusion
 
-    found = oracle_confusion(args.out, ["val", "test"])
+    found = score(args.out, ["val", "test"], args.checkpoint, flips=args.flips, batch_size=args.batch_size)
+    manifest, meta = found["manifest"], found["meta"]
+    trained = None
+    if meta is not None:  # the CNN rows carry the run's training time and weights
+        run_json = Path(meta["checkpoint"]).parent.parent / "run.json"
+        record = json.loads(run_json.read_text()) if run_json.is_file() else {}
+        weights = ((meta.get("config") or {}).get("model") or {}).get("encoder_weights")
+        trained = {"train_seconds": float(record.get("train_time_s") or 0.0), "weights": str(weights or "none")}
     rows = []
-    for split, cm in found["cms"].items():
+    for (ref, split), cm in found["cms"].items():
         m = metrics_from_confusion(cm, found["names"])
-        row = common.result_row(f"oracle ({split})", "synthetic", m, train_seconds=0.0, weights=None,
-                                split=split, sem_scale=found["manifest"].sem_scale,
-                                tile_size=found["manifest"].tile_size)  # fmt: skip
+        extra: dict[str, Any] = {"split": split, "sem_scale": manifest.sem_scale, "tile_size": manifest.tile_size}
+        cost = {"train_seconds": 0.0, "weights": None}
+        if ref == "oracle":
+            method, reference = f"oracle ({split})", "labels"
+        else:
+            cost = dict(trained)
+            method, reference = f"{meta['arch']}-{meta['encoder']} vs {ref} ({split})", ref
+            extra.update(run=common.repo_relative(args.checkpoint), flips=args.flips, context="sample")
+        row = common.result_row(method, "synthetic", m, reference=reference, **cost, **extra)
         rows.append(row)
-        print(f"{split}: oracle mean IoU {row['miou']}; IoU {row['iou']}")
+        print(f"{method}: mean IoU {row['miou']}; IoU {row['iou']}")
     intro = (
-        "An oracle that knows the generator's true mineral at each working-pixel centre, scored against "
-        "the point-sampled, repaired and registered QEMSCAN labels of the `quality_synth.py` dataset on "
-        "its validation and test tiles (one confusion matrix per split). It is the score of predicting "
-        "the true shapes perfectly: the labels' blockiness and point sampling keep it below 1. Produced "
-        "by `benchmarks/synth_label_ceiling.py`."
+        "Rows `oracle`: an oracle that knows the generator's true mineral at each working-pixel centre, scored "
+        "against the point-sampled, repaired and registered QEMSCAN labels of the `quality_synth.py` dataset "
+        "on its validation and test tiles (one confusion matrix per split). It is the score of predicting the "
+        "true shapes perfectly: the labels' blockiness and point sampling keep it below 1 (IoU is symmetric, "
+        "so it is also how well the labels match the truth). Rows `... vs labels` / `... vs truth`: the "
+        "benchmark's CNN, each sample predicted whole, scored on the same pixels against the labels (as in "
+        "`quality_synth.md`) and against the generator's truth. Produced by `benchmarks/synth_label_ceiling.py`."
     )
     json_path, md_path, merged = common.write_results(
-        args.results, "synth_label_ceiling", rows, title="Label ceiling of the synthetic benchmark", intro=intro
+        args.results, "synth_label_ceiling", rows, title="Label ceiling of the synthetic benchmark", intro=intro,
+        notes=reading, bold=False,
     )
     print(common.text_table(merged, common.class_names_of(merged)))
     print(f"wrote {json_path} and {md_path}")

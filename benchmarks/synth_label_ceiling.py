@@ -89,16 +89,20 @@ def truth_maps(
         yield name, tiles, truths, labels
 
 
-def score(work: Path, splits: list[str], checkpoint: Path | None, *, flips: bool, batch_size: int) -> dict[str, Any]:
+def score(
+    work: Path, splits: list[str], checkpoint: Path | None, *, flips: bool, batch_size: int, panels: int = 0
+) -> dict[str, Any]:
     """Confusion matrices per split: the oracle against the labels and, with a
     ``checkpoint``, its whole-sample prediction against the labels and against the truth.
 
     The checkpoint predicts each sample's working image whole as ``evaluate --context
-    sample`` does (windows 3 tiles wide, overlap half a tile, optional flips).
+    sample`` does (windows 3 tiles wide, overlap half a tile, optional flips). With
+    ``panels``, that many test tiles (chosen as ``evaluate`` chooses its panels) are
+    kept as ``(id, image, labels, prediction, truth)`` under ``"panels"``.
     """
     from mineralseg.data.manifest import load_manifest
     from mineralseg.evaluate.checkpoint import check_dataset_matches, load_checkpoint_model
-    from mineralseg.evaluate.evaluate import sample_window
+    from mineralseg.evaluate.evaluate import choose_panel_tiles, sample_window
     from mineralseg.evaluate.metrics import ConfusionMatrix
     from mineralseg.infer import predict_classes
     from mineralseg.io import read_image
@@ -107,6 +111,9 @@ def score(work: Path, splits: list[str], checkpoint: Path | None, *, flips: bool
     ts = manifest.tile_size
     refs = ["oracle"] + (["labels", "truth"] if checkpoint else [])
     cms = {(r, s): ConfusionMatrix(manifest.num_classes, manifest.ignore_index) for r in refs for s in splits}
+    test = manifest.split("test")
+    chosen = {test[i].id for i in choose_panel_tiles(test, panels)} if checkpoint and "test" in splits else set()
+    kept: dict[str, tuple] = {}
     model = meta = None
     if checkpoint:
         model, meta = load_checkpoint_model(checkpoint)
@@ -131,8 +138,11 @@ def score(work: Path, splits: list[str], checkpoint: Path | None, *, flips: bool
                 # Pixels the labels ignore (unknown colours, outside the sample) are left out
                 # against the truth too, so both references score the same pixels.
                 cms[("truth", t.split)].update(np.where(lab == manifest.ignore_index, lab, truth), guess)
+                if t.id in chosen:
+                    kept[t.id] = (t.id, image[t.row : t.row + ts, t.col : t.col + ts], lab, guess, truth)
         print(f"{name}: {len(tiles)} tiles", flush=True)
-    return {"cms": cms, "names": manifest.class_names, "manifest": manifest, "meta": meta}
+    panels_kept = [kept[t.id] for t in test if t.id in kept]
+    return {"cms": cms, "names": manifest.class_names, "manifest": manifest, "meta": meta, "panels": panels_kept}
 
 
 def reading(rows: list[dict[str, Any]]) -> list[str]:
@@ -161,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flips", action="store_true", help="test-time flips for --checkpoint")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--panels", type=int, default=4,
+                        help="test tiles drawn in synth_label_ceiling.png with --checkpoint (0: no figure)")  # fmt: skip
     parser.add_argument("--results", type=Path, default=common.RESULTS)
     args = parser.parse_args(argv)
     if not (args.out / "dataset" / "manifest.json").is_file() or not (args.out / "raw" / "synth.json").is_file():
@@ -168,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     common.limit_threads(args.threads)
     from mineralseg.evaluate.metrics import metrics_from_confusion
 
-    found = score(args.out, ["val", "test"], args.checkpoint, flips=args.flips, batch_size=args.batch_size)
+    found = score(args.out, ["val", "test"], args.checkpoint, flips=args.flips, batch_size=args.batch_size,
+                  panels=args.panels)  # fmt: skip
     manifest, meta = found["manifest"], found["meta"]
     trained = None
     if meta is not None:  # the CNN rows carry the run's training time and weights
@@ -205,6 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(common.text_table(merged, common.class_names_of(merged)))
     print(f"wrote {json_path} and {md_path}")
+    if found["panels"]:
+        from mineralseg.evaluate.figures import plot_panels
+
+        ids, images, labels, preds, truths = zip(*found["panels"])
+        figure = plot_panels(images, labels, preds, found["names"], manifest.class_colors,
+                             args.results / "synth_label_ceiling.png", row_labels=ids,
+                             extra=[("generator truth", truths)],
+                             titles=("SEM (working grid)", "labels (QEMSCAN)", "U-Net", "U-Net over SEM"))  # fmt: skip
+        print(f"wrote {figure}")
     return 0
 
 

@@ -53,6 +53,25 @@ def test_plot_panels_draws_class_colors_and_ignore(tmp_path):
     assert _has_color(rgb, (128, 128, 128))  # ignore colour: grey is free in this palette
 
 
+def test_plot_panels_extra_columns(tmp_path):
+    """An extra class-map column (a second reference) is drawn, wider figure, its colour shows."""
+    img = np.random.default_rng(1).integers(0, 256, size=(32, 32), dtype=np.uint8)
+    zeros = np.zeros((32, 32), np.uint8)  # truth and prediction: pores only
+    other = np.full((32, 32), 3, np.uint8)  # the extra column alone holds clay
+    plain = _check_png(plot_panels([img], [zeros], [zeros], NAMES, COLORS, tmp_path / "a.png"))
+    wide = _check_png(plot_panels([img], [zeros], [zeros], NAMES, COLORS, tmp_path / "b.png",
+                                  extra=[("generator truth", [other])],
+                                  titles=("SEM", "labels", "U-Net", "overlay")))
+    assert wide.shape[1] > plain.shape[1] * 1.15
+    big = 5_000  # a drawn map column, not just the legend patch
+    assert _has_color(wide, COLORS[3], big) and not _has_color(plain, COLORS[3], big)
+    with pytest.raises(DataError, match="extra column"):
+        plot_panels([img], [zeros], [zeros], NAMES, COLORS, tmp_path / "c.png", extra=[("x", [])])
+    with pytest.raises(DataError, match="generator truth"):
+        plot_panels([img], [zeros], [zeros], NAMES, COLORS, tmp_path / "c.png",
+                    extra=[("generator truth", [other[:5]])])
+
+
 def test_plot_panels_rejects_mismatches(tmp_path):
     img = np.zeros((8, 8), np.uint8)
     with pytest.raises(DataError, match="same \\(H, W\\)"):

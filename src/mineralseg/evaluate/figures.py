@@ -110,6 +110,8 @@ def plot_panels(
     overlay_alpha: float = 0.4,
     *,
     row_labels: Sequence[str] | None = None,
+    extra: Sequence[tuple[str, Any]] = (),
+    titles: Sequence[str] = ("SEM input", "truth", "prediction", "overlay"),
     dpi: int = DPI,
 ) -> Path:
     """Rows of input | truth | prediction | prediction over the input.
@@ -129,6 +131,11 @@ def plot_panels(
         Opacity of the prediction colours in the overlay column.
     row_labels : sequence of N str, optional
         Shown left of each row (e.g. tile ids).
+    extra : sequence of (title, maps)
+        More class-map columns, each N (H, W) maps, drawn between the prediction and the
+        overlay (e.g. a second reference).
+    titles : 4 str
+        Titles of the input, truth, prediction and overlay columns.
 
     Returns
     -------
@@ -141,6 +148,9 @@ def plot_panels(
         Mismatched counts or shapes, class ids out of range.
     """
     imgs, tru, prd = _as_list(images), _as_list(truths), _as_list(preds)
+    more = [(str(title), _as_list(maps)) for title, maps in extra]
+    if any(len(maps) != len(imgs) for _, maps in more) or len(titles) != 4:
+        raise DataError(f"plot_panels: every extra column needs {len(imgs)} maps, and titles 4 names")
     if not imgs or not (len(imgs) == len(tru) == len(prd)):
         raise DataError(
             f"plot_panels needs as many images, truths and predictions (>= 1), got "
@@ -153,8 +163,10 @@ def plot_panels(
     colors = _colors01(class_names, class_colors)
     ignore = _ignore_color(colors)
     n = len(imgs)
-    fig = Figure(figsize=(4 * PANEL_INCHES, n * PANEL_INCHES + 0.5), layout="constrained")
-    axes = fig.subplots(n, 4, squeeze=False)
+    cols = 4 + len(more)
+    fig = Figure(figsize=(cols * PANEL_INCHES, n * PANEL_INCHES + 0.5), layout="constrained")
+    axes = fig.subplots(n, cols, squeeze=False)
+    names = (*titles[:3], *(title for title, _ in more), titles[3])
     any_ignored = False
     for i, (img, t, p) in enumerate(zip(imgs, tru, prd)):
         grey = _grey01(img)
@@ -170,13 +182,19 @@ def plot_panels(
         overlay = grey_rgb.copy()
         shown = np.asarray(p) != IGNORE_INDEX
         overlay[shown] = (1 - overlay_alpha) * grey_rgb[shown] + overlay_alpha * pred_rgb[shown]
-        panels = (grey_rgb, truth_rgb, pred_rgb, overlay)
+        extra_rgb = []
+        for title, maps in more:
+            if np.shape(maps[i]) != grey.shape:
+                raise DataError(f"row {i}: {title} {np.shape(maps[i])} and the image {grey.shape} differ")
+            extra_rgb.append(_labels_to_rgb(maps[i], colors, ignore, f"{title} of row {i}"))
+            any_ignored |= bool((np.asarray(maps[i]) == IGNORE_INDEX).any())
+        panels = (grey_rgb, truth_rgb, pred_rgb, *extra_rgb, overlay)
         for j, (ax, panel) in enumerate(zip(axes[i], panels)):
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(("SEM input", "truth", "prediction", "overlay")[j], fontsize="medium")
+                ax.set_title(names[j], fontsize="medium")
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i], fontsize="small")
     _legend(fig, class_names, colors, [("ignored", ignore)] if any_ignored else ())

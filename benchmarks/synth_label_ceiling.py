@@ -212,12 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark's CNN, each sample predicted whole, scored on the same pixels against the labels (as in "
         "`quality_synth.md`) and against the generator's truth. Produced by `benchmarks/synth_label_ceiling.py`."
     )
-    json_path, md_path, merged = common.write_results(
-        args.results, "synth_label_ceiling", rows, title="Label ceiling of the synthetic benchmark", intro=intro,
-        notes=reading, bold=False,
-    )
-    print(common.text_table(merged, common.class_names_of(merged)))
-    print(f"wrote {json_path} and {md_path}")
+    figure = None
     if found["panels"]:
         from mineralseg.evaluate.figures import plot_panels
 
@@ -226,7 +221,19 @@ def main(argv: list[str] | None = None) -> int:
                              args.results / "synth_label_ceiling.png", row_labels=ids,
                              extra=[("generator truth", truths)],
                              titles=("SEM (working grid)", "labels (QEMSCAN)", "U-Net", "U-Net over SEM"))  # fmt: skip
-        print(f"wrote {figure}")
+
+    def notes(merged: list[dict[str, Any]]) -> list[str]:
+        shown = (args.results / "synth_label_ceiling.png").is_file()
+        return reading(merged) + ([
+            "`synth_label_ceiling.png`: test tiles as SEM | labels | U-Net | generator truth | U-Net over the SEM "
+            "(tiles chosen as `evaluate` chooses its panels)."] if shown else [])  # fmt: skip
+
+    json_path, md_path, merged = common.write_results(
+        args.results, "synth_label_ceiling", rows, title="Label ceiling of the synthetic benchmark", intro=intro,
+        notes=notes, bold=False,
+    )
+    print(common.text_table(merged, common.class_names_of(merged)))
+    print(f"wrote {json_path} and {md_path}" + (f" and {figure}" if figure else ""))
     return 0
 
 

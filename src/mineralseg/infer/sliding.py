@@ -83,7 +83,8 @@ def _blended_bands(
     flips: bool = False,
 ) -> Iterator[tuple[int, int, np.ndarray | None]]:
     """Final rows of the blended probabilities, top to bottom: ``(start, stop, band)``
-    with ``band`` the (C, stop - start, w) float32 probabilities of those image rows, or
+    with ``band`` the (C, stop - start, w) float32 probabilities of those image rows (a
+    view into the working band: use or copy it before asking for the next item), or
     None for rows that no window covered (skipped with ``needed``). Every row comes
     once, in order.
     """
@@ -172,13 +173,15 @@ def _release(
     acc: np.ndarray | None, wsum: np.ndarray, top: int, end: int, h: int, w: int
 ) -> Iterator[tuple[int, int, np.ndarray | None]]:
     """Normalised rows ``top .. end`` of the band (clipped to the image), or None
-    where the band does not reach (rows no window covered)."""
+    where the band does not reach (rows no window covered). The band is normalised in
+    place and given out as a view: valid until the generator resumes (the rows are
+    dropped right after)."""
     end = min(end, h)
     if end <= top:
         return
     have = 0 if acc is None else min(wsum.shape[0], end - top)
     if have:
-        band = acc[:, :have, :w].copy()
+        band = acc[:, :have, :w]
         sums = wsum[:have, :w]
         np.divide(band, sums, out=band, where=sums > 0)
         yield top, top + have, band
@@ -187,14 +190,19 @@ def _release(
 
 
 def _drop_rows(acc: np.ndarray | None, wsum: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """The band without its first ``n`` rows (kept allocated: zeros move to the bottom)."""
+    """The band without its first ``n`` rows, shifted up in place (zeros come in at the
+    bottom). Blocks of at most ``n`` rows move, so source and target never overlap and
+    numpy needs no temporary copy."""
     if acc is None or n <= 0:
         return acc, wsum
     n = min(n, wsum.shape[0])
-    acc = np.roll(acc, -n, axis=1)
-    wsum = np.roll(wsum, -n, axis=0)
-    acc[:, -n:] = 0
-    wsum[-n:] = 0
+    rest = wsum.shape[0] - n
+    for k in range(0, rest, n):
+        m = min(n, rest - k)
+        acc[:, k : k + m] = acc[:, n + k : n + k + m]
+        wsum[k : k + m] = wsum[n + k : n + k + m]
+    acc[:, rest:] = 0
+    wsum[rest:] = 0
     return acc, wsum
 
 

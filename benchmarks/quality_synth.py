@@ -163,7 +163,7 @@ def rescore_extra(run: Path, work: Path | None = None, *, flips: bool) -> dict[s
 
     if work is None:  # the work folder holds the run's dataset (and raw/ beside it)
         work = Path(yaml.safe_load((Path(run) / "config.yaml").read_text())["dataset"]).parent
-    found = score(Path(work), ["test"], Path(run), flips=flips, batch_size=4)
+    found = score(Path(work), ["test"], Path(run), flips=flips, batch_size=8)
     return truth_fields(metrics_from_confusion(found["cms"]["truth", "test"], found["names"]))
 
 

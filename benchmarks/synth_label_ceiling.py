@@ -102,10 +102,8 @@ def score(
     """
     from mineralseg.data.manifest import load_manifest
     from mineralseg.evaluate.checkpoint import check_dataset_matches, load_checkpoint_model
-    from mineralseg.evaluate.evaluate import choose_panel_tiles, sample_window
+    from mineralseg.evaluate.evaluate import choose_panel_tiles, predict_sample, read_sample
     from mineralseg.evaluate.metrics import ConfusionMatrix
-    from mineralseg.infer import predict_classes
-    from mineralseg.io import read_image
 
     manifest = load_manifest(work / "dataset")
     ts = manifest.tile_size
@@ -121,14 +119,11 @@ def score(
     for name, tiles, truths, labels in truth_maps(work, splits):
         pred = None
         if model is not None:
-            folder = work / "dataset" / "samples" / name
-            image = np.asarray(read_image(next(p for p in sorted(folder.glob("sem_aligned.*")))))
+            image, _ = read_sample(manifest, name)
             needed = np.zeros(image.shape, bool)
             for t in tiles:
                 needed[t.row : t.row + ts, t.col : t.col + ts] = True
-            pred = predict_classes(model, image, mean=float(meta["mean"]), std=float(meta["std"]),
-                                   window=sample_window(ts), overlap=ts // 2, zoom=int(meta["input_size"]) / ts,
-                                   batch_size=batch_size, device="cpu", needed=needed, flips=flips)  # fmt: skip
+            pred = predict_sample(model, meta, manifest, image, needed=needed, batch_size=batch_size, flips=flips)
         for t, truth in zip(tiles, truths):
             lab = labels[t.row : t.row + ts, t.col : t.col + ts]
             cms[("oracle", t.split)].update(lab, truth)
@@ -169,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="also score this run (or .ckpt) against the labels and against the truth")  # fmt: skip
     parser.add_argument("--flips", action="store_true", help="test-time flips for --checkpoint")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="input pixels per forward pass, in training tiles (as evaluate --batch-size)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--panels", type=int, default=4,
                         help="test tiles drawn in synth_label_ceiling.png with --checkpoint (0: no figure)")  # fmt: skip

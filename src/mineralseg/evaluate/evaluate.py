@@ -40,7 +40,8 @@ from mineralseg.io.atomic import atomic_dir, write_json
 # How evaluate() predicts: each tile alone, or each sample whole (overlapping windows).
 CONTEXTS = ("tile", "sample")
 
-__all__ = ["CONTEXTS", "choose_panel_tiles", "evaluate", "predict_batch", "sample_window"]
+__all__ = ["CONTEXTS", "choose_panel_tiles", "evaluate", "predict_batch", "predict_sample", "read_sample",
+           "sample_overlap", "sample_window"]
 
 # Columns of metrics.csv drawn as training curves (others, such as per-class F1 or
 # the pixel count, would crowd the figure).
@@ -208,9 +209,9 @@ def evaluate(
     cm = ConfusionMatrix(manifest.num_classes, manifest.ignore_index)
     window = overlap = None
     if context == "sample":
-        window, overlap = sample_window(manifest.tile_size), manifest.tile_size // 2
-        _score_samples(model, meta, manifest, ds.tiles, cm, kept, set(chosen), window=window, overlap=overlap,
-                       batch_size=batch_size, device=dev, progress=progress, flips=flips)  # fmt: skip
+        window, overlap = sample_window(manifest.tile_size), sample_overlap(manifest.tile_size)
+        _score_samples(model, meta, manifest, ds.tiles, cm, kept, set(chosen), batch_size=batch_size, device=dev,
+                       progress=progress, flips=flips)  # fmt: skip
     else:
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
@@ -265,7 +266,38 @@ def sample_window(tile_size: int) -> int:
     return 3 * int(tile_size)
 
 
-def _sample_arrays(manifest: DatasetManifest, name: str) -> tuple[np.ndarray, np.ndarray]:
+def sample_overlap(tile_size: int) -> int:
+    """Overlap of neighbouring windows for ``context="sample"``: half a tile."""
+    return int(tile_size) // 2
+
+
+def predict_sample(
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    manifest: DatasetManifest,
+    image: np.ndarray,
+    *,
+    needed: np.ndarray | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    flips: bool = False,
+) -> np.ndarray:
+    """(H, W) uint8 class ids of a sample's whole working image, predicted as
+    ``evaluate(context="sample")`` predicts it (windows :func:`sample_window` wide,
+    overlapping by :func:`sample_overlap`, resized by the training zoom); ``batch_size``
+    is in training tiles' worth of input pixels per forward pass."""
+    from mineralseg.infer import predict_classes
+
+    ts = manifest.tile_size
+    window, zoom = sample_window(ts), int(meta["input_size"]) / ts
+    # As many input pixels per forward pass as a training batch of tiles.
+    per_pass = max(1, round(batch_size * (meta["input_size"] / (window * zoom)) ** 2))
+    return predict_classes(model, image, mean=float(meta["mean"]), std=float(meta["std"]), window=window,
+                           overlap=sample_overlap(ts), zoom=zoom, batch_size=per_pass, device=device,
+                           needed=needed, flips=flips)  # fmt: skip
+
+
+def read_sample(manifest: DatasetManifest, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A sample's whole working image and class-id map from the dataset folder."""
     from mineralseg.io import read_image
 
@@ -292,30 +324,24 @@ def _score_samples(
     kept: dict[int, np.ndarray],
     chosen: set[int],
     *,
-    window: int,
-    overlap: int,
     batch_size: int,
     device: torch.device,
     progress: bool,
     flips: bool = False,
 ) -> None:
-    """Predict each sample whole and add the pixels of its split tiles to ``cm``."""
-    from mineralseg.infer import predict_classes
-
-    ts, zoom = manifest.tile_size, int(meta["input_size"]) / manifest.tile_size
-    # As many input pixels per forward pass as a training batch of tiles.
-    per_pass = max(1, round(batch_size * (meta["input_size"] / (window * zoom)) ** 2))
+    """Predict each sample whole (:func:`predict_sample`) and add the pixels of its split
+    tiles to ``cm``."""
+    ts = manifest.tile_size
     by_sample: dict[str, list[int]] = {}
     for i, t in enumerate(tiles):
         by_sample.setdefault(t.sample, []).append(i)
     for name in tqdm(list(by_sample), desc="evaluate samples", disable=not progress, leave=False):
-        image, labels = _sample_arrays(manifest, name)
+        image, labels = read_sample(manifest, name)
         needed = np.zeros(image.shape, bool)
         for i in by_sample[name]:
             needed[tiles[i].row : tiles[i].row + ts, tiles[i].col : tiles[i].col + ts] = True
-        pred = predict_classes(model, image, mean=float(meta["mean"]), std=float(meta["std"]), window=window,
-                               overlap=overlap, zoom=zoom, batch_size=per_pass, device=device,
-                               needed=needed, flips=flips)  # fmt: skip
+        pred = predict_sample(model, meta, manifest, image, needed=needed, batch_size=batch_size, device=device,
+                              flips=flips)  # fmt: skip
         for i in by_sample[name]:
             t = tiles[i]
             truth, guess = labels[t.row : t.row + ts, t.col : t.col + ts], pred[t.row : t.row + ts, t.col : t.col + ts]

@@ -14,7 +14,14 @@ from mineralseg.data import load_manifest
 from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.checkpoint import load_checkpoint_model
 from mineralseg.evaluate.evaluate import evaluate
-from mineralseg.infer import edge_weights, predict_class_bands, predict_classes, predict_probabilities, window_starts
+from mineralseg.infer import (
+    edge_weights,
+    predict_class_bands,
+    predict_classes,
+    predict_probabilities,
+    predict_probability_bands,
+    window_starts,
+)
 
 
 class PixelModel(torch.nn.Module):
@@ -188,6 +195,13 @@ def test_banded_blending_with_skipped_rows_of_windows():
     classes = predict_classes(model, image, mean=0.5, std=0.25, window=32, overlap=8, needed=needed)
     np.testing.assert_array_equal(classes[needed], want.argmax(0)[needed])
     assert (classes[40:90] == 0).all()
+    # the bands themselves: contiguous, top to bottom, None where no window reached
+    bands = [(a, b, None if p is None else p.copy())
+             for a, b, p in predict_probability_bands(model, image, mean=0.5, std=0.25, window=32, overlap=8,
+                                                      needed=needed, batch_size=2)]
+    assert bands[0][0] == 0 and bands[-1][1] == 160
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(bands, bands[1:]))
+    assert any(p is None for _, _, p in bands) and all(p is None or p.shape == (3, b - a, 64) for a, b, p in bands)
 
 
 def test_predict_classes_writes_into_a_given_array_and_reads_any_sliceable_image(tmp_path):

@@ -5,7 +5,15 @@ from mineralseg.infer.sliding import (
     predict_class_bands,
     predict_classes,
     predict_probabilities,
+    predict_probability_bands,
     window_starts,
 )
 
-__all__ = ["edge_weights", "predict_class_bands", "predict_classes", "predict_probabilities", "window_starts"]
+__all__ = [
+    "edge_weights",
+    "predict_class_bands",
+    "predict_classes",
+    "predict_probabilities",
+    "predict_probability_bands",
+    "window_starts",
+]

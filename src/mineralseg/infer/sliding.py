@@ -30,7 +30,14 @@ from tqdm import tqdm
 # Test-time flips (tensor dims of an (N, C, H, W) batch): none, left-right, up-down, both.
 FLIPS = ((), (3,), (2,), (2, 3))
 
-__all__ = ["edge_weights", "predict_class_bands", "predict_classes", "predict_probabilities", "window_starts"]
+__all__ = [
+    "edge_weights",
+    "predict_class_bands",
+    "predict_classes",
+    "predict_probabilities",
+    "predict_probability_bands",
+    "window_starts",
+]
 
 
 def window_starts(length: int, window: int, step: int) -> list[int]:
@@ -66,7 +73,7 @@ def _windows(shape: tuple[int, int], window: int, step: int) -> Iterator[tuple[i
 
 
 @torch.inference_mode()
-def _blended_bands(
+def predict_probability_bands(
     model: torch.nn.Module,
     image: Any,
     *,
@@ -82,11 +89,44 @@ def _blended_bands(
     needed: np.ndarray | None = None,
     flips: bool = False,
 ) -> Iterator[tuple[int, int, np.ndarray | None]]:
-    """Final rows of the blended probabilities, top to bottom: ``(start, stop, band)``
-    with ``band`` the (C, stop - start, w) float32 probabilities of those image rows (a
-    view into the working band: use or copy it before asking for the next item), or
-    None for rows that no window covered (skipped with ``needed``). Every row comes
-    once, in order.
+    """Blended class probabilities of a whole (H, W) uint8 image, final rows first.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps (N, 1, S, S) normalised images to (N, C, S, S) logits (eval mode).
+    image : (H, W) uint8 array
+        On the grid the model was trained on (a prepared dataset's working grid). Any
+        array that slices like numpy (``numpy.memmap``, zarr) is read window by window.
+    mean, std : float
+        Input normalisation: ``(image / 255 - mean) / std`` (the checkpoint's).
+    window, overlap : int
+        Window side and overlap of neighbouring windows, in image pixels. An image
+        smaller than a window is padded by reflection.
+    zoom : float
+        Model input pixels per image pixel (the training ``input_size / tile_size``);
+        windows are resized by it (area / bilinear), the probabilities back.
+    multiple : int
+        The model input side is rounded up to a multiple of this (encoder stride).
+    batch_size : int
+        Windows per forward pass.
+    device : str or torch.device
+    progress : bool
+    needed : (H, W) bool ndarray, optional
+        Pixels whose prediction is wanted: windows without any are skipped (scoring a
+        few tiles of a large image). Pixels no window covered get probability 0.
+    flips : bool
+        Test-time augmentation: average the probabilities of each window as it is, flipped
+        left-right, upside down and both (4x the computation).
+
+    Yields
+    ------
+    (start, stop, band)
+        ``band``: the (C, stop - start, W) float32 blended softmax probabilities of
+        image rows ``start .. stop`` (each covered pixel's sum is 1), or None for rows
+        that no window covered (skipped with ``needed``). Every row comes once, top to
+        bottom. ``band`` is a view into the working band: use or copy it before asking
+        for the next item.
     """
     if getattr(image, "ndim", None) != 2:
         raise ValueError(f"expected an (H, W) image, got shape {getattr(image, 'shape', None)}")
@@ -206,63 +246,21 @@ def _drop_rows(acc: np.ndarray | None, wsum: np.ndarray, n: int) -> tuple[np.nda
     return acc, wsum
 
 
-def predict_probabilities(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    *,
-    mean: float,
-    std: float,
-    window: int = 512,
-    overlap: int = 64,
-    zoom: float = 1.0,
-    multiple: int = 32,
-    batch_size: int = 4,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    needed: np.ndarray | None = None,
-    flips: bool = False,
-) -> np.ndarray:
-    """Class probabilities of a whole (H, W) uint8 image.
+def predict_probabilities(model: torch.nn.Module, image: Any, **kwargs: Any) -> np.ndarray:
+    """Class probabilities of a whole (H, W) uint8 image, as one array.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Maps (N, 1, S, S) normalised images to (N, C, S, S) logits (eval mode).
-    image : (H, W) uint8 array
-        On the grid the model was trained on (a prepared dataset's working grid). Any
-        array that slices like numpy (``numpy.memmap``, zarr) is read window by window.
-    mean, std : float
-        Input normalisation: ``(image / 255 - mean) / std`` (the checkpoint's).
-    window, overlap : int
-        Window side and overlap of neighbouring windows, in image pixels. An image
-        smaller than a window is padded by reflection.
-    zoom : float
-        Model input pixels per image pixel (the training ``input_size / tile_size``);
-        windows are resized by it (area / bilinear), the probabilities back.
-    multiple : int
-        The model input side is rounded up to a multiple of this (encoder stride).
-    batch_size : int
-        Windows per forward pass.
-    device : str or torch.device
-    progress : bool
-    needed : (H, W) bool ndarray, optional
-        Pixels whose prediction is wanted: windows without any are skipped (scoring a
-        few tiles of a large image). Pixels no window covered get probability 0.
-    flips : bool
-        Test-time augmentation: average the probabilities of each window as it is, flipped
-        left-right, upside down and both (4x the computation).
+    Takes the arguments of :func:`predict_probability_bands`.
 
     Returns
     -------
     (C, H, W) float32 ndarray
-        Blended softmax probabilities (each covered pixel's sum is 1); (0, H, W) when
-        ``needed`` leaves no window.
+        Blended softmax probabilities (each covered pixel's sum is 1; 0 where no window
+        covered); (0, H, W) when ``needed`` leaves no window. For images too large for
+        that array, use :func:`predict_classes` or :func:`predict_class_bands`.
     """
     h, w = (int(n) for n in image.shape) if getattr(image, "ndim", None) == 2 else (0, 0)
     out: np.ndarray | None = None
-    for start, stop, band in _blended_bands(model, image, mean=mean, std=std, window=window, overlap=overlap, zoom=zoom,
-                                    multiple=multiple, batch_size=batch_size, device=device, progress=progress,
-                                    needed=needed, flips=flips):  # fmt: skip
+    for start, stop, band in predict_probability_bands(model, image, **kwargs):
         if band is None:
             continue
         if out is None:
@@ -274,13 +272,13 @@ def predict_probabilities(
 def predict_class_bands(model: torch.nn.Module, image: Any, **kwargs: Any) -> Iterator[tuple[int, int, np.ndarray]]:
     """Class ids of a whole image as final bands of rows, top to bottom.
 
-    Takes the arguments of :func:`predict_probabilities`. Yields ``(start, stop,
+    Takes the arguments of :func:`predict_probability_bands`. Yields ``(start, stop,
     classes)`` with ``classes`` the (stop - start, W) uint8 ids of those image rows;
     every row comes once, in order, so the bands can go straight to a strip writer
     (:class:`mineralseg.io.TiffBlockWriter`). Pixels no window covered get class 0.
     Memory: one band of ``C x (window + step) x W`` float32.
     """
-    for start, stop, band in _blended_bands(model, image, **kwargs):
+    for start, stop, band in predict_probability_bands(model, image, **kwargs):
         if band is None:  # rows no window covered: class 0, as an argmax of all-zero probabilities
             yield start, stop, np.zeros((stop - start, int(image.shape[1])), np.uint8)
         else:
@@ -292,7 +290,7 @@ def predict_classes(
 ) -> np.ndarray:
     """(H, W) uint8 class ids of a whole image, computed band by band.
 
-    Takes the arguments of :func:`predict_probabilities`. ``out``: an (H, W) uint8
+    Takes the arguments of :func:`predict_probability_bands`. ``out``: an (H, W) uint8
     array to write into (e.g. a ``numpy.memmap`` or zarr array for an image whose class
     map should not be held in memory); returned. Pixels no window covered get class 0.
     Memory beyond ``out``: one band of ``C x (window + step) x W`` float32 (see

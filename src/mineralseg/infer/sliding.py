@@ -10,7 +10,7 @@ Windows are visited row by row and the blended sum is kept for a band of rows on
 once no later window can touch a row, the row is final and leaves the band. So
 :func:`predict_classes` needs memory for the class map (1 byte per pixel; or none with
 ``out=`` an on-disk array such as a ``numpy.memmap`` or zarr array) plus a band of
-``C x (window + step) x W`` float32, whatever the image height;
+``C x window x W`` float32, whatever the image height;
 :func:`predict_probabilities` returns the whole (C, H, W) float32 array and suits images
 of up to a few hundred megapixels.
 """
@@ -149,11 +149,11 @@ def predict_probability_bands(
         need = np.pad(needed, ((0, ph), (0, pw)))
         starts = [(r, c) for r, c in starts if need[r : r + side, c : c + side].any()]
     dev = torch.device(device)
-    acc: np.ndarray | None = None  # blended sum of band rows top .. top + len
+    acc: np.ndarray | None = None  # blended sum of image rows top .. top + side
     wsum = np.zeros((0, W), np.float32)
     top = 0  # first image row not yet given out
     bar = tqdm(total=len(starts), desc="predict", unit="window", disable=not progress, leave=False)
-    for chunk in _batches(starts, batch_size, side - overlap):
+    for chunk in _batches(starts, batch_size):
         crops = []
         for r, c in chunk:
             crop = np.asarray(img[r : r + side, c : c + side])
@@ -174,34 +174,30 @@ def predict_probability_bands(
             p = torch.softmax(logits, dim=1)
             probs_t = p if probs_t is None else probs_t + p
         probs = (probs_t / (len(FLIPS) if flips else 1)).cpu().numpy()
-        # Rows above the next window still to come are final: give them out first.
-        first = chunk[0][0]
-        if first > top:
-            yield from _release(acc, wsum, top, first, h, w)
-            acc, wsum = _drop_rows(acc, wsum, first - top)
-            top = first
-        bottom = max(r for r, _ in chunk) + side
+        # Every batch holds windows of one row, rows ascending: rows above this one are
+        # final, so give them out and move the band (one window tall) down to it.
+        row = chunk[0][0]
+        if row > top:
+            yield from _release(acc, wsum, top, row, h, w)
+            acc, wsum = _drop_rows(acc, wsum, row - top)
+            top = row
         if acc is None:
-            acc = np.zeros((probs.shape[1], bottom - top, W), np.float32)
-            wsum = np.zeros((bottom - top, W), np.float32)
-        elif bottom - top > wsum.shape[0]:  # grow the band downwards
-            extra = bottom - top - wsum.shape[0]
-            acc = np.concatenate([acc, np.zeros((acc.shape[0], extra, W), np.float32)], axis=1)
-            wsum = np.concatenate([wsum, np.zeros((extra, W), np.float32)], axis=0)
-        for (r, c), p in zip(chunk, probs, strict=True):
-            acc[:, r - top : r - top + side, c : c + side] += p * weights
-            wsum[r - top : r - top + side, c : c + side] += weights
+            acc = np.zeros((probs.shape[1], side, W), np.float32)
+            wsum = np.zeros((side, W), np.float32)
+        for (_, c), p in zip(chunk, probs, strict=True):
+            acc[:, :, c : c + side] += p * weights
+            wsum[:, c : c + side] += weights
         bar.update(len(chunk))
     bar.close()
     yield from _release(acc, wsum, top, H, h, w)
 
 
-def _batches(starts: list[tuple[int, int]], size: int, step: int) -> Iterator[list[tuple[int, int]]]:
-    """Windows in batches of ``size`` that span at most two neighbouring window rows, so
-    the band never reaches across rows skipped with ``needed``."""
+def _batches(starts: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    """Windows in batches of at most ``size`` from one row of windows each, so the band
+    is one window tall (and never reaches across rows skipped with ``needed``)."""
     chunk: list[tuple[int, int]] = []
     for r, c in starts:
-        if chunk and (len(chunk) == size or r - chunk[0][0] > step):
+        if chunk and (len(chunk) == size or r != chunk[0][0]):
             yield chunk
             chunk = []
         chunk.append((r, c))
@@ -276,7 +272,7 @@ def predict_class_bands(model: torch.nn.Module, image: Any, **kwargs: Any) -> It
     classes)`` with ``classes`` the (stop - start, W) uint8 ids of those image rows;
     every row comes once, in order, so the bands can go straight to a strip writer
     (:class:`mineralseg.io.TiffBlockWriter`). Pixels no window covered get class 0.
-    Memory: one band of ``C x (window + step) x W`` float32.
+    Memory: one band of ``C x window x W`` float32.
     """
     for start, stop, band in predict_probability_bands(model, image, **kwargs):
         if band is None:  # rows no window covered: class 0, as an argmax of all-zero probabilities
@@ -293,7 +289,7 @@ def predict_classes(
     Takes the arguments of :func:`predict_probability_bands`. ``out``: an (H, W) uint8
     array to write into (e.g. a ``numpy.memmap`` or zarr array for an image whose class
     map should not be held in memory); returned. Pixels no window covered get class 0.
-    Memory beyond ``out``: one band of ``C x (window + step) x W`` float32 (see
+    Memory beyond ``out``: one band of ``C x window x W`` float32 (see
     :func:`predict_class_bands`).
     """
     shape = tuple(int(n) for n in image.shape)

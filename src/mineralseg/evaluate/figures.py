@@ -147,14 +147,17 @@ def plot_panels(
     DataError
         Mismatched counts or shapes, class ids out of range.
     """
-    imgs, tru, prd = _as_list(images), _as_list(truths), _as_list(preds)
-    more = [(str(title), _as_list(maps)) for title, maps in extra]
-    if any(len(maps) != len(imgs) for _, maps in more) or len(titles) != 4:
-        raise DataError(f"plot_panels: every extra column needs {len(imgs)} maps, and titles 4 names")
-    if not imgs or not (len(imgs) == len(tru) == len(prd)):
+    imgs = _as_list(images)
+    if len(titles) != 4:
+        raise DataError(f"plot_panels: titles must name the 4 columns input, truth, prediction, overlay; got {titles}")
+    # The class-map columns: truth, prediction (also drawn over the input), then the extra ones.
+    maps = [(titles[1], _as_list(truths)), (titles[2], _as_list(preds))]
+    maps += [(str(title), _as_list(m)) for title, m in extra]
+    if not imgs or any(len(m) != len(imgs) for _, m in maps):
         raise DataError(
-            f"plot_panels needs as many images, truths and predictions (>= 1), got "
-            f"{len(imgs)}, {len(tru)}, {len(prd)}"
+            f"plot_panels needs as many images as class maps per column (>= 1), got {len(imgs)} images and "
+            + ", ".join(f"{len(m)} {title}" if k < 2 else f"{len(m)} in extra column {title!r}"
+                        for k, (title, m) in enumerate(maps))
         )
     if not 0 <= overlay_alpha <= 1:
         raise UserError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
@@ -162,33 +165,24 @@ def plot_panels(
         raise UserError(f"{len(row_labels)} row labels given for {len(imgs)} rows")
     colors = _colors01(class_names, class_colors)
     ignore = _ignore_color(colors)
-    n = len(imgs)
-    cols = 4 + len(more)
+    n, cols = len(imgs), 2 + len(maps)
     fig = Figure(figsize=(cols * PANEL_INCHES, n * PANEL_INCHES + 0.5), layout="constrained")
     axes = fig.subplots(n, cols, squeeze=False)
-    names = (*titles[:3], *(title for title, _ in more), titles[3])
+    names = (titles[0], *(title for title, _ in maps), titles[3])
     any_ignored = False
-    for i, (img, t, p) in enumerate(zip(imgs, tru, prd)):
+    for i, img in enumerate(imgs):
         grey = _grey01(img)
-        if np.shape(t) != grey.shape or np.shape(p) != grey.shape:
-            raise DataError(
-                f"row {i}: image {grey.shape}, truth {np.shape(t)} and prediction "
-                f"{np.shape(p)} must have the same (H, W)"
-            )
-        truth_rgb = _labels_to_rgb(t, colors, ignore, f"truth of row {i}")
-        pred_rgb = _labels_to_rgb(p, colors, ignore, f"prediction of row {i}")
-        any_ignored |= bool((np.asarray(t) == IGNORE_INDEX).any())
+        rgbs = []
+        for title, column in maps:
+            if np.shape(column[i]) != grey.shape:
+                raise DataError(f"row {i}: image {grey.shape} and {title} {np.shape(column[i])} must have the same (H, W)")
+            rgbs.append(_labels_to_rgb(column[i], colors, ignore, f"{title} of row {i}"))
+            any_ignored |= bool((np.asarray(column[i]) == IGNORE_INDEX).any())
         grey_rgb = np.repeat(grey[..., None], 3, axis=-1)
         overlay = grey_rgb.copy()
-        shown = np.asarray(p) != IGNORE_INDEX
-        overlay[shown] = (1 - overlay_alpha) * grey_rgb[shown] + overlay_alpha * pred_rgb[shown]
-        extra_rgb = []
-        for title, maps in more:
-            if np.shape(maps[i]) != grey.shape:
-                raise DataError(f"row {i}: {title} {np.shape(maps[i])} and the image {grey.shape} differ")
-            extra_rgb.append(_labels_to_rgb(maps[i], colors, ignore, f"{title} of row {i}"))
-            any_ignored |= bool((np.asarray(maps[i]) == IGNORE_INDEX).any())
-        panels = (grey_rgb, truth_rgb, pred_rgb, *extra_rgb, overlay)
+        shown = np.asarray(maps[1][1][i]) != IGNORE_INDEX  # the prediction, over the input
+        overlay[shown] = (1 - overlay_alpha) * grey_rgb[shown] + overlay_alpha * rgbs[1][shown]
+        panels = (grey_rgb, *rgbs, overlay)
         for j, (ax, panel) in enumerate(zip(axes[i], panels)):
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])

@@ -112,10 +112,10 @@ def score(
     test = manifest.split("test")
     chosen = {test[i].id for i in choose_panel_tiles(test, panels)} if checkpoint and "test" in splits else set()
     kept: dict[str, tuple] = {}
-    model = meta = None
+    model = card = None
     if checkpoint:
-        model, meta = load_checkpoint_model(checkpoint)
-        check_dataset_matches(meta, manifest)
+        model, card = load_checkpoint_model(checkpoint)
+        check_dataset_matches(card, manifest)
     for name, tiles, truths, labels in truth_maps(work, splits):
         pred = None
         if model is not None:
@@ -123,7 +123,7 @@ def score(
             needed = np.zeros(image.shape, bool)
             for t in tiles:
                 needed[t.row : t.row + ts, t.col : t.col + ts] = True
-            pred = predict_sample(model, meta, manifest, image, needed=needed, batch_size=batch_size, flips=flips)
+            pred = predict_sample(model, card, image, needed=needed, batch_size=batch_size, flips=flips)
         for t, truth in zip(tiles, truths):
             lab = labels[t.row : t.row + ts, t.col : t.col + ts]
             cms[("oracle", t.split)].update(lab, truth)
@@ -137,7 +137,7 @@ def score(
                     kept[t.id] = (t.id, image[t.row : t.row + ts, t.col : t.col + ts], lab, guess, truth)
         print(f"{name}: {len(tiles)} tiles", flush=True)
     panels_kept = [kept[t.id] for t in test if t.id in kept]
-    return {"cms": cms, "names": manifest.class_names, "manifest": manifest, "meta": meta, "panels": panels_kept}
+    return {"cms": cms, "names": manifest.class_names, "manifest": manifest, "card": card, "panels": panels_kept}
 
 
 def reading(rows: list[dict[str, Any]]) -> list[str]:
@@ -178,12 +178,12 @@ def main(argv: list[str] | None = None) -> int:
 
     found = score(args.out, ["val", "test"], args.checkpoint, flips=args.flips, batch_size=args.batch_size,
                   panels=args.panels)  # fmt: skip
-    manifest, meta = found["manifest"], found["meta"]
+    manifest, card = found["manifest"], found["card"]
     trained = None
-    if meta is not None:  # the CNN rows carry the run's training time and weights
-        run_json = Path(meta["checkpoint"]).parent.parent / "run.json"
+    if card is not None:  # the CNN rows carry the run's training time and weights
+        run_json = Path(card.checkpoint).parent.parent / "run.json"
         record = json.loads(run_json.read_text()) if run_json.is_file() else {}
-        weights = ((meta.get("config") or {}).get("model") or {}).get("encoder_weights")
+        weights = card.encoder_weights
         trained = {"train_seconds": float(record.get("train_time_s") or 0.0), "weights": str(weights or "none")}
     rows = []
     for (ref, split), cm in found["cms"].items():
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             method, reference = f"oracle ({split})", "labels"
         else:
             cost = dict(trained)
-            method, reference = f"{meta['arch']}-{meta['encoder']} vs {ref} ({split})", ref
+            method, reference = f"{card.arch}-{card.encoder} vs {ref} ({split})", ref
             extra.update(run=common.repo_relative(args.checkpoint), flips=args.flips, context="sample")
         row = common.result_row(method, "synthetic", m, reference=reference, **cost, **extra)
         rows.append(row)

@@ -20,17 +20,17 @@ from mineralseg.evaluate.evaluate import choose_panel_tiles, evaluate
 from conftest import write_tiny_dataset
 
 
-def _manual_confusion(model, meta, manifest, split: str) -> np.ndarray:
+def _manual_confusion(model, card, manifest, split: str) -> np.ndarray:
     """Confusion matrix computed independently of the evaluate() code path."""
     c = manifest.num_classes
     cm = np.zeros((c, c), dtype=np.int64)
-    size = meta["input_size"]
+    size = card.input_size
     for tile in manifest.split(split):
         image = np.asarray(Image.open(tile.image)).astype(np.float32) / 255.0
         mask = np.asarray(Image.open(tile.mask)).astype(np.int64)
         if image.shape[0] != size:
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy((image - meta["mean"]) / meta["std"])[None, None].float()
+        x = torch.from_numpy((image - card.mean) / card.std)[None, None].float()
         with torch.no_grad():
             logits = model(x)
         if logits.shape[-1] != mask.shape[-1]:
@@ -45,8 +45,8 @@ def test_evaluate_scores_one_confusion_matrix(trained_run, tiny_dataset, tmp_pat
     out = tmp_path / "eval"
     result = evaluate(trained_run, tiny_dataset, out=out, batch_size=3, panels=3, progress=False)
     manifest = load_manifest(tiny_dataset)
-    model, meta = load_checkpoint_model(trained_run)
-    expected = _manual_confusion(model, meta, manifest, "test")
+    model, card = load_checkpoint_model(trained_run)
+    expected = _manual_confusion(model, card, manifest, "test")
     assert np.array_equal(np.array(result["confusion_matrix"]), expected)
     assert result["num_pixels"] == manifest.class_counts("test").sum()
     tp = np.diag(expected)
@@ -98,8 +98,8 @@ def test_evaluate_resizes_tiles_to_the_model_input(trained_run, tiny_dataset, tm
     large = evaluate(trained_run, big, out=tmp_path / "e128", panels=0, progress=False)
     assert large["num_pixels"] == 4 * small["num_pixels"] and large["out_size"] == 128
     assert large["miou"] == pytest.approx(small["miou"], abs=0.03)
-    model, meta = load_checkpoint_model(trained_run)
-    expected = _manual_confusion(model, meta, load_manifest(big), "test")
+    model, card = load_checkpoint_model(trained_run)
+    expected = _manual_confusion(model, card, load_manifest(big), "test")
     assert np.array_equal(np.array(large["confusion_matrix"]), expected)
 
 

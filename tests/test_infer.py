@@ -300,9 +300,9 @@ def test_evaluate_with_sample_context_predicts_each_sample_whole(trained_run, ti
     assert whole["window"] == 3 * 64 and whole["overlap"] == 32
     assert "panels.png" in whole["figures"]
     # The same confusion matrix from the whole mosaic predicted independently.
-    model, meta = load_checkpoint_model(trained_run)
-    pred = predict_classes(model, image, mean=meta["mean"], std=meta["std"], window=192, overlap=32)
-    c = len(meta["class_names"])
+    model, card = load_checkpoint_model(trained_run)
+    pred = predict_classes(model, image, mean=card.mean, std=card.std, window=192, overlap=32)
+    c = card.num_classes
     keep = labels != 255
     expected = np.bincount(labels[keep].astype(int) * c + pred[keep], minlength=c * c).reshape(c, c)
     np.testing.assert_array_equal(np.array(whole["confusion_matrix"]), expected)

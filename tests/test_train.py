@@ -123,16 +123,19 @@ def test_train_run_folder_and_logs(trained_run, tiny_dataset):
 def test_checkpoint_describes_itself(trained_run, tiny_dataset, tmp_path):
     alone = tmp_path / "model.ckpt"
     alone.write_bytes((trained_run / "checkpoints" / "best.ckpt").read_bytes())
-    model, meta = load_checkpoint_model(alone)
+    model, card = load_checkpoint_model(alone)
     manifest = load_manifest(tiny_dataset)
     assert not model.training
-    assert meta["class_names"] == ["pore", "quartz", "clay"]
-    assert meta["class_colors"] == [[0, 0, 0], [255, 192, 192], [0, 128, 0]]
-    assert meta["ignore_index"] == 255 and meta["num_classes"] == 3 and meta["in_channels"] == 1
-    assert (meta["mean"], meta["std"]) == pytest.approx(intensity_stats(manifest.split("train")))
-    assert (meta["input_size"], meta["tile_size"], meta["out_size"], meta["sem_scale"]) == (64, 64, 64, 1)
-    assert meta["arch"] == "plain-unet" and meta["dataset_sha256"] == manifest.sha256
-    assert meta["config"]["trainer"]["max_epochs"] == 4
+    assert card.class_names == ("pore", "quartz", "clay")
+    assert card.class_colors == ((0, 0, 0), (255, 192, 192), (0, 128, 0))
+    assert card.ignore_index == 255 and card.num_classes == 3 and card.in_channels == 1
+    assert (card.mean, card.std) == pytest.approx(intensity_stats(manifest.split("train")))
+    assert (card.input_size, card.tile_size, card.out_size, card.sem_scale) == (64, 64, 64, 1)
+    assert card.arch == "plain-unet" and card.dataset_sha256 == manifest.sha256
+    assert card.config["trainer"]["max_epochs"] == 4
+    # The best checkpoint carries the validation scores that ranked it.
+    assert set(card.validation_iou) == {"pore", "quartz", "clay"}
+    assert card.validation_miou == pytest.approx(json.loads((trained_run / "run.json").read_text())["best_val_miou"])
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 3, 64, 64)
     # the same weights as the Lightning state
@@ -217,13 +220,13 @@ def test_moving_average_of_weights_is_validated_saved_and_evaluated(tmp_path, ti
     assert raw.keys() == ema.keys()
     weights = [k for k, v in raw.items() if v.is_floating_point() and k.endswith("weight")]
     assert any(not torch.allclose(raw[k], ema[k]) for k in weights)  # an average, not a copy
-    model, meta = load_checkpoint_model(run / "checkpoints" / "last.ckpt")
-    assert meta["weights"] == "moving average"
+    model, card = load_checkpoint_model(run / "checkpoints" / "last.ckpt")
+    assert card.weights == "moving average"
     for k, v in model.state_dict().items():
         assert torch.equal(v, ema[k])
-    _, plain_meta = load_checkpoint_model(train(tiny_train_config(
+    _, plain_card = load_checkpoint_model(train(tiny_train_config(
         tiny_dataset, tmp_path / "runs2", **{"trainer.max_epochs": 1})))
-    assert plain_meta["weights"] == "trained"
+    assert plain_card.weights == "trained"
     with pytest.raises(ConfigError, match="ema_decay"):
         load_train_config({"dataset": "d", "optim": {"ema_decay": 1.5}})
 

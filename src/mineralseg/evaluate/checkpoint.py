@@ -1,9 +1,9 @@
 """Rebuild a trained model from its checkpoint file alone.
 
-Checkpoints written by :mod:`mineralseg.train` carry a self-description (see
-:mod:`mineralseg.train.module`): class names and colours, ignore_index, input
-normalisation, input/tile sizes, architecture and encoder, the dataset hash and the
-resolved training config. The model is rebuilt without pretrained weights (no
+Checkpoints written by :mod:`mineralseg.train` carry a model card
+(:class:`mineralseg.model_card.ModelCard`): class names and colours, ignore_index,
+input normalisation, input/tile sizes, the working grid, architecture and encoder, the
+training data and the resolved training config. The model is rebuilt without pretrained weights (no
 download, no weights file needed) and then given the trained state.
 """
 
@@ -17,10 +17,10 @@ import torch
 
 from mineralseg.data.manifest import DatasetManifest
 from mineralseg.errors import DataError, UserError
+from mineralseg.model_card import META_KEY, ModelCard
 
-__all__ = ["check_dataset_matches", "load_checkpoint_model", "read_checkpoint", "resolve_checkpoint"]
+__all__ = ["check_dataset_matches", "load_checkpoint_model", "read_card", "read_checkpoint", "resolve_checkpoint"]
 
-META_KEY = "mineralseg"  # same as mineralseg.train.module.META_KEY (no Lightning import here)
 _MODEL_PREFIX = "model."
 _EMA_PREFIX = "ema.module."
 
@@ -80,20 +80,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def _meta(ckpt: dict[str, Any]) -> dict[str, Any]:
+def read_card(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> ModelCard:
+    """The model card of a checkpoint read by :func:`read_checkpoint`, with its provenance."""
     entry = ckpt.get(META_KEY) or {}
     hparams = ckpt.get("hyper_parameters") or {}
     meta = dict(entry.get("meta") or hparams.get("meta") or {})
-    meta["config"] = entry.get("config") or hparams.get("config")
-    meta["versions"] = entry.get("versions", {})
-    meta["epoch"] = ckpt.get("epoch")
-    meta["global_step"] = ckpt.get("global_step")
-    return meta
+    meta.update(
+        config=entry.get("config") or hparams.get("config"),
+        versions=entry.get("versions", {}),
+        epoch=ckpt.get("epoch"),
+        global_step=ckpt.get("global_step"),
+        checkpoint=str(path),
+        weights="moving average" if any(k.startswith(_EMA_PREFIX) for k in ckpt["state_dict"]) else "trained",
+    )
+    return ModelCard.from_dict(meta, where=str(path))
 
 
 def load_checkpoint_model(
     path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[torch.nn.Module, ModelCard]:
     """Rebuild the model of a checkpoint (or of a run folder's best checkpoint).
 
     Parameters
@@ -108,12 +113,9 @@ def load_checkpoint_model(
     model : torch.nn.Module
         In eval mode; maps (N, in_channels, S, S) normalised images
         (``(uint8 / 255 - mean) / std``) to (N, C, S, S) logits.
-    meta : dict
-        ``class_names``, ``class_colors``, ``ignore_index``, ``num_classes``,
-        ``in_channels``, ``mean``, ``std``, ``input_size``, ``tile_size``,
-        ``out_size``, ``sem_scale``, ``arch``, ``encoder``, ``dataset_sha256``,
-        ``config`` (the resolved training config), ``versions``, ``epoch``,
-        ``global_step`` and ``checkpoint`` (the file).
+    card : ModelCard
+        Classes, input normalisation and sizes, working grid, training data, and the
+        provenance (``checkpoint``, ``epoch``, ``global_step``, ``weights``, ``config``).
 
     Raises
     ------
@@ -124,40 +126,38 @@ def load_checkpoint_model(
 
     ckpt_path, _ = resolve_checkpoint(path)
     ckpt = read_checkpoint(ckpt_path)
-    meta = _meta(ckpt)
-    meta["checkpoint"] = str(ckpt_path)
+    card = read_card(ckpt, ckpt_path)
     model = build_model(
-        meta["arch"],
-        meta.get("encoder"),
-        num_classes=int(meta["num_classes"]),
-        in_channels=int(meta.get("in_channels", 1)),
+        card.arch,
+        card.encoder,
+        num_classes=card.num_classes,
+        in_channels=card.in_channels,
         encoder_weights=None,
         freeze_encoder=False,
-        **(meta.get("model_options") or {}),
+        **card.model_options,
     )
     # A run with a moving average of the weights is validated (and ranked) with it.
-    prefix = _EMA_PREFIX if any(k.startswith(_EMA_PREFIX) for k in ckpt["state_dict"]) else _MODEL_PREFIX
-    meta["weights"] = "moving average" if prefix == _EMA_PREFIX else "trained"
+    prefix = _EMA_PREFIX if card.weights == "moving average" else _MODEL_PREFIX
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise DataError(f"{ckpt_path}: the weights do not fit {meta['arch']}/{meta.get('encoder')}: {first}") from None
-    return model.to(map_location).eval(), meta
+        raise DataError(f"{ckpt_path}: the weights do not fit {card.model_name}: {first}") from None
+    return model.to(map_location).eval(), card
 
 
-def check_dataset_matches(meta: dict[str, Any], manifest: DatasetManifest, *, checkpoint: Any = "checkpoint") -> None:
+def check_dataset_matches(card: ModelCard, manifest: DatasetManifest, *, checkpoint: Any = "checkpoint") -> None:
     """DataError when a dataset's class schema differs from the one a model was trained on."""
-    trained = list(meta.get("class_names") or [])
+    trained = list(card.class_names)
     if trained != list(manifest.class_names):
         raise DataError(
             f"{checkpoint} was trained on {len(trained)} classes {trained} but dataset {manifest.root} has "
             f"{manifest.num_classes} classes {manifest.class_names}; evaluate on a dataset prepared with "
             "the same palette and class level"
         )
-    if int(meta.get("ignore_index", manifest.ignore_index)) != manifest.ignore_index:
+    if card.ignore_index != manifest.ignore_index:
         raise DataError(
-            f"{checkpoint} uses ignore_index {meta.get('ignore_index')} but dataset {manifest.root} "
+            f"{checkpoint} uses ignore_index {card.ignore_index} but dataset {manifest.root} "
             f"uses {manifest.ignore_index}"
         )

@@ -21,12 +21,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from mineralseg.evaluate.metrics import SegmentationMetrics
 from mineralseg.models import build_model
 from mineralseg.train.config import TrainConfig
+from mineralseg.model_card import CARD_VERSION, META_KEY
 from mineralseg.train.losses import build_loss
 
-__all__ = ["META_KEY", "SegmentationModule", "META_VERSION"]
-
-META_KEY = "mineralseg"  # checkpoint entry holding the self-description
-META_VERSION = 1
+__all__ = ["SegmentationModule"]
 # Steps per cosine period when the epoch length is unknown (iterable loaders).
 _FALLBACK_T0_STEPS = 1000
 
@@ -161,11 +159,17 @@ class SegmentationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from mineralseg.train.run import package_versions
+        from mineralseg.versions import package_versions
 
+        meta = dict(self.meta)
+        scores = self.trainer.callback_metrics if self._trainer is not None else {}
+        ious = {n: float(scores[f"val_iou_{n}"]) for n in meta["class_names"] if f"val_iou_{n}" in scores}
+        if ious:  # the scores of the validation that led to this checkpoint
+            meta["validation_iou"] = ious
+            meta["validation_miou"] = float(scores["val_miou"]) if "val_miou" in scores else None
         checkpoint[META_KEY] = {
-            "version": META_VERSION,
-            "meta": self.meta,
+            "version": CARD_VERSION,
+            "meta": meta,
             "config": self.hparams["config"],
             "versions": package_versions(),
         }

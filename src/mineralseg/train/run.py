@@ -47,16 +47,17 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from mineralseg.data.datamodule import SegmentationDataModule
-from mineralseg.data.manifest import DatasetManifest, load_manifest
+from mineralseg.data.manifest import SPLITS, DatasetManifest, load_manifest
 from mineralseg.errors import ConfigError, DataError, UserError
 from mineralseg.io.atomic import atomic_path, write_json
 from mineralseg.train.callbacks import NaNGuard, NonFiniteLossError
 from mineralseg.train.config import TrainConfig, load_train_config
 from mineralseg.train.losses import class_weights_from_frequencies
-from mineralseg.train.module import META_KEY, SegmentationModule
+from mineralseg.model_card import META_KEY, ModelCard, training_grid
+from mineralseg.train.module import SegmentationModule
 from mineralseg.versions import package_versions
 
-__all__ = ["RUN_DIR_ENV", "package_versions", "read_run_metrics", "train", "training_meta"]
+__all__ = ["RUN_DIR_ENV", "package_versions", "read_run_metrics", "train", "training_card"]
 
 log = logging.getLogger(__name__)
 
@@ -112,34 +113,47 @@ def _class_weights(cfg: TrainConfig, manifest: DatasetManifest) -> list[float] |
     return [float(w) for w in class_weights_from_frequencies(freq, cfg.loss.weight_method)]
 
 
-def training_meta(
+def training_card(
     cfg: TrainConfig, manifest: DatasetManifest, *, mean: float, std: float, class_weights: list[float] | None
-) -> dict[str, Any]:
-    """The self-description stored in every checkpoint of a run (plain data)."""
-    return {
-        "class_names": list(manifest.class_names),
-        "class_colors": [list(c) for c in manifest.class_colors],
-        "ignore_index": manifest.ignore_index,
-        "num_classes": manifest.num_classes,
-        "schema_name": manifest.schema_name,
-        "in_channels": 1,
-        "mean": float(mean),
-        "std": float(std),
-        "input_size": int(cfg.input_size or manifest.out_size),
-        "tile_size": manifest.tile_size,
-        "out_size": manifest.out_size,
-        "sem_scale": manifest.sem_scale,
-        "sem_normalisation": manifest.normalisation,
-        "arch": cfg.model.arch,
-        "encoder": cfg.model.encoder,
-        "model_options": dict(cfg.model.options),
-        "encoder_weights": cfg.model.encoder_weights,
-        "freeze_encoder": cfg.model.freeze_encoder,
-        "approach": cfg.approach,
-        "class_weights": class_weights,
-        "dataset": str(manifest.root),
-        "dataset_sha256": manifest.sha256,
-    }
+) -> ModelCard:
+    """The model card stored in every checkpoint of a run (see :mod:`mineralseg.model_card`)."""
+    grid = training_grid(manifest.root)
+    tiles = {s: sum(t.split == s for t in manifest.tiles) for s in SPLITS}
+    try:
+        frequencies = [round(float(f), 6) for f in manifest.class_frequencies("train")]
+    except DataError:
+        frequencies = None
+    return ModelCard(
+        class_names=tuple(manifest.class_names),
+        class_colors=tuple(tuple(int(v) for v in c) for c in manifest.class_colors),
+        ignore_index=manifest.ignore_index,
+        schema_name=manifest.schema_name,
+        arch=cfg.model.arch,
+        encoder=cfg.model.encoder,
+        model_options=dict(cfg.model.options),
+        in_channels=1,
+        mean=float(mean),
+        std=float(std),
+        input_size=int(cfg.input_size or manifest.out_size),
+        tile_size=manifest.tile_size,
+        out_size=manifest.out_size,
+        sem_scale=manifest.sem_scale,
+        sem_normalisation={k: v for k, v in manifest.normalisation.items() if k != "per_sample"},
+        sem_px_per_working_px=grid.sem_px_per_working_px,
+        sem_px_range=grid.sem_px_range,
+        sem_pixel_size_um=grid.sem_pixel_size_um,
+        training_data={
+            "dataset": str(manifest.root),
+            "dataset_sha256": manifest.sha256,
+            "samples": grid.per_sample or sorted({t.sample for t in manifest.tiles}),
+            "tiles": tiles,
+            "class_frequencies": frequencies,
+        },
+        approach=cfg.approach,
+        encoder_weights=cfg.model.encoder_weights,
+        freeze_encoder=cfg.model.freeze_encoder,
+        class_weights=class_weights,
+    )
 
 
 def _check_input_size(model: torch.nn.Module, cfg: TrainConfig, input_size: int) -> None:
@@ -463,7 +477,7 @@ def train(
         rare_sampler=cfg.imbalance.rare_sampler, sampler_power=cfg.imbalance.sampler_power,
         mean=mean, std=std, pin_memory=torch.cuda.is_available(),
     )
-    meta = training_meta(cfg, manifest, mean=datamodule.mean, std=datamodule.std, class_weights=weights)
+    meta = training_card(cfg, manifest, mean=datamodule.mean, std=datamodule.std, class_weights=weights).to_dict()
     module = SegmentationModule(cfg.to_dict(), meta, pretrained=last_ckpt is None)
     _check_input_size(module.model, cfg, input_size)
 

@@ -22,3 +22,12 @@ def test_demo_runs_end_to_end(tmp_path):
     # the printed summary has the per-class table, the results table and the figure paths
     text = summary["text"]
     assert "| albite |" in text and "mean IoU" in text and "panels.png" in text
+    # ...and ends by mapping a synthetic SEM image that no training tile came from.
+    mapped = tmp_path / "demo" / "maps" / "sample00"
+    assert summary["map"] == str(mapped) and f"report: {mapped / 'report.html'}" in text
+    for name in ("labels.tif", "map.png", "mineralogy.csv", "report.html"):
+        assert (mapped / name).is_file()
+    mineralogy = json.loads((mapped / "mineralogy.json").read_text())
+    assert sum(r["area_percent"] for r in mineralogy["classes"]) == pytest.approx(100.0)
+    run = json.loads((mapped / "run.json").read_text())
+    assert run["working_grid"]["from"].startswith("the model card")  # the scale came from the training data

@@ -100,6 +100,56 @@ def evaluate(
 
 
 @app.command()
+def predict(
+    checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint file of a trained model."),
+    images: List[Path] = typer.Argument(..., help="SEM image(s): TIFF/BigTIFF, PNG, JPEG, zarr, raw (8/16-bit, float)."),
+    out: Path = typer.Option(..., "--out", help="Output folder; each image gets OUT/<image name>/."),
+    sem_px: Optional[float] = typer.Option(
+        None, "--sem-px", help="Image pixels per model working-grid pixel (default: from --pixel-size, else the "
+        "training data's value in the model card)."),
+    pixel_size: Optional[float] = typer.Option(
+        None, "--pixel-size", help="Image pixel size in micrometres (areas in mm^2; sets the scale when the model "
+        "knows its training pixel size)."),
+    outline: str = typer.Option("auto", "--outline", help="auto | sem | none: where the section is (auto keeps an "
+                                "image that is rock from edge to edge whole)."),
+    normalise: str = typer.Option("auto", "--normalise", help="auto: grey levels normalised as in training; none: "
+                                  "the image is already a normalised 8-bit working-grid image."),
+    flips: bool = typer.Option(False, "--flips", help="Test-time flips: average 4 flipped predictions (4x time)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best available)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Training tiles' worth of input per pass."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Also write probabilities.zarr (C, H, W)."),
+    raw_shape: Optional[str] = typer.Option(None, "--raw-shape", help="H,W of raw image files."),
+    raw_dtype: Optional[str] = typer.Option(None, "--raw-dtype", help="dtype of raw image files, e.g. uint16, <f4."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output folders."),
+) -> None:
+    """Map SEM images: mineral map, uncertainty, modal mineralogy and an HTML report per image."""
+    from mineralseg.infer.predict import PredictSettings, predict as run_predict
+
+    settings = PredictSettings(
+        sem_px=sem_px, pixel_size_um=pixel_size, outline=outline, normalise=normalise, flips=flips, device=device,
+        batch_size=batch_size, probabilities=probabilities, raw_shape=_parse_shape(raw_shape), raw_dtype=raw_dtype,
+    )
+    results = run_predict(checkpoint, images, out, settings, overwrite=overwrite, command=" ".join(sys.argv))
+    for r in results:
+        m = r.mineralogy
+        fractions = ", ".join(f"{n} {p:.1f}%" for n, p in zip(m.class_names, m.area_percent))
+        porosity = "" if m.porosity_percent is None else f"; porosity {m.porosity_percent:.1f}%"
+        typer.echo(f"{r.image.name}: {fractions}{porosity}")
+        typer.echo(f"  {r.working_shape[0]} x {r.working_shape[1]} px map, {r.seconds:.1f} s "
+                   f"({r.mpx_per_s:.1f} image Mpx/s); report: {r.out / 'report.html'}")
+
+
+def _parse_shape(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise UserError(f"--raw-shape must be H,W (two integers), got {text!r}") from None
+    return h, w
+
+
+@app.command()
 def experiment(
     grid: Path = typer.Argument(..., help="Experiment grid (YAML)."),
     out: Path = typer.Option(..., "--out", help="Output folder for runs and results."),

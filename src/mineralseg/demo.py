@@ -1,4 +1,4 @@
-"""The built-in demo: synthetic data -> prepare -> train a small U-Net -> evaluate.
+"""The built-in demo: synthetic data -> prepare -> train a small U-Net -> evaluate -> map a new image.
 
 Runs on a laptop CPU in a few minutes and needs nothing but this package. Each step is
 the same library call the CLI verbs make, so the demo is also a worked example.
@@ -36,11 +36,14 @@ def run_demo(out: str | Path, *, samples: int = 2, size: int = 2048, minutes: fl
     Returns
     -------
     dict
-        ``dataset``, ``run``, ``eval`` (folders), ``metrics`` (test split) and ``text``
-        (a printable summary with the results table and where the figures are).
+        ``dataset``, ``run``, ``eval`` (folders), ``metrics`` (test split), ``map`` (the
+        output folder of a new synthetic SEM image mapped by ``predict``, one that no
+        training tile came from) and ``text`` (a printable summary with the results
+        table and where the figures and the report are).
     """
     from mineralseg.evaluate.evaluate import evaluate
     from mineralseg.evaluate.tables import metrics_markdown, results_table
+    from mineralseg.infer.predict import predict
     from mineralseg.prep.pipeline import prepare
     from mineralseg.synth import write_synth_dataset
     from mineralseg.train.run import train
@@ -57,6 +60,10 @@ def run_demo(out: str | Path, *, samples: int = 2, size: int = 2048, minutes: fl
     run = Path(train(config))
     # Each sample predicted whole (overlapping windows), as a user maps an image.
     metrics = evaluate(run, dataset, split="test", context="sample")
+
+    # A new SEM image that no training tile came from, mapped as a user maps one.
+    unseen = Path(write_synth_dataset(out / "unseen", samples=1, size=size, seed=seed + 1, overwrite=True))
+    (mapped,) = predict(run, sorted(unseen.glob("*/sem.tif")), out / "maps", overwrite=True)
 
     record = json.loads((run / "run.json").read_text())
     row = {
@@ -79,5 +86,11 @@ def run_demo(out: str | Path, *, samples: int = 2, size: int = 2048, minutes: fl
         f"dataset:        {dataset}   (QA figures in qa/: {', '.join(qa)})",
         f"run:            {run}",
         f"evaluation:     {metrics['out']}   (figures: {', '.join(metrics.get('figures', []))})",
+        "",
+        f"A new synthetic SEM image ({mapped.image}), mapped by `mineralseg predict`:",
+        "  " + ", ".join(f"{n} {p:.1f} %" for n, p in zip(mapped.mineralogy.class_names,
+                                                          mapped.mineralogy.area_percent)),
+        f"  report: {mapped.out / 'report.html'}",
     ])
-    return {"dataset": str(dataset), "run": str(run), "eval": metrics["out"], "metrics": metrics, "text": text}
+    return {"dataset": str(dataset), "run": str(run), "eval": metrics["out"], "metrics": metrics,
+            "map": str(mapped.out), "text": text}

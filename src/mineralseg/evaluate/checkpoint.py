@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mineralseg.data.manifest import DatasetManifest
 from mineralseg.errors import DataError, UserError
 from mineralseg.model_card import META_KEY, ModelCard
+
+if TYPE_CHECKING:  # importing mineralseg.data loads Lightning: seconds that predict does not need
+    from mineralseg.data.manifest import DatasetManifest
 
 __all__ = ["check_dataset_matches", "load_checkpoint_model", "read_card", "read_checkpoint", "resolve_checkpoint"]
 

@@ -35,7 +35,9 @@ from mineralseg.data.manifest import DatasetManifest, Tile, load_manifest
 from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.checkpoint import check_dataset_matches, load_checkpoint_model, resolve_checkpoint
 from mineralseg.evaluate.metrics import ConfusionMatrix, metrics_from_confusion
+from mineralseg.infer.predict import predict_working_image, sample_overlap, sample_window
 from mineralseg.io.atomic import atomic_dir, write_json
+from mineralseg.model_card import ModelCard
 
 # How evaluate() predicts: each tile alone, or each sample whole (overlapping windows).
 CONTEXTS = ("tile", "sample")
@@ -193,15 +195,15 @@ def evaluate(
         raise UserError("flips (test-time augmentation) needs context 'sample'")
     ckpt, run_dir = resolve_checkpoint(run_or_checkpoint)
     dev = _device(device)
-    model, meta = load_checkpoint_model(ckpt, map_location=dev)
+    model, card = load_checkpoint_model(ckpt, map_location=dev)
     if dataset is None:
-        if not meta.get("dataset"):
+        if not card.dataset:
             raise UserError(f"{ckpt} does not name its dataset; pass the dataset folder")
-        dataset = meta["dataset"]
+        dataset = card.dataset
     manifest = load_manifest(dataset)
-    check_dataset_matches(meta, manifest, checkpoint=ckpt)
+    check_dataset_matches(card, manifest, checkpoint=ckpt)
     ds = TileDataset(
-        manifest, split, input_size=int(meta["input_size"]), mean=float(meta["mean"]), std=float(meta["std"]),
+        manifest, split, input_size=card.input_size, mean=card.mean, std=card.std,
         resize_mask=False, cache=False,
     )
     chosen = choose_panel_tiles(ds.tiles, panels)
@@ -210,7 +212,7 @@ def evaluate(
     window = overlap = None
     if context == "sample":
         window, overlap = sample_window(manifest.tile_size), sample_overlap(manifest.tile_size)
-        _score_samples(model, meta, manifest, ds.tiles, cm, kept, set(chosen), batch_size=batch_size, device=dev,
+        _score_samples(model, card, manifest, ds.tiles, cm, kept, set(chosen), batch_size=batch_size, device=dev,
                        progress=progress, flips=flips)  # fmt: skip
     else:
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -225,13 +227,13 @@ def evaluate(
     result.update({
         "split": split,
         "checkpoint": str(ckpt),
-        "epoch": meta.get("epoch"),
-        "global_step": meta.get("global_step"),
+        "epoch": card.epoch,
+        "global_step": card.global_step,
         "dataset": str(manifest.root),
         "dataset_sha256": manifest.sha256,
-        "trained_on_dataset_sha256": meta.get("dataset_sha256"),
+        "trained_on_dataset_sha256": card.dataset_sha256,
         "num_tiles": len(ds),
-        "input_size": int(meta["input_size"]),
+        "input_size": card.input_size,
         "out_size": manifest.out_size,
         "context": context,
         "window": window,
@@ -261,20 +263,9 @@ def evaluate(
     return result
 
 
-def sample_window(tile_size: int) -> int:
-    """Window side (working-grid px) for ``context="sample"``: 3 tiles wide."""
-    return 3 * int(tile_size)
-
-
-def sample_overlap(tile_size: int) -> int:
-    """Overlap of neighbouring windows for ``context="sample"``: half a tile."""
-    return int(tile_size) // 2
-
-
 def predict_sample(
     model: torch.nn.Module,
-    meta: dict[str, Any],
-    manifest: DatasetManifest,
+    card: ModelCard,
     image: np.ndarray,
     *,
     needed: np.ndarray | None = None,
@@ -283,18 +274,9 @@ def predict_sample(
     flips: bool = False,
 ) -> np.ndarray:
     """(H, W) uint8 class ids of a sample's whole working image, predicted as
-    ``evaluate(context="sample")`` predicts it (windows :func:`sample_window` wide,
-    overlapping by :func:`sample_overlap`, resized by the training zoom); ``batch_size``
-    is in training tiles' worth of input pixels per forward pass."""
-    from mineralseg.infer import predict_classes
-
-    ts = manifest.tile_size
-    window, zoom = sample_window(ts), int(meta["input_size"]) / ts
-    # As many input pixels per forward pass as a training batch of tiles.
-    per_pass = max(1, round(batch_size * (meta["input_size"] / (window * zoom)) ** 2))
-    return predict_classes(model, image, mean=float(meta["mean"]), std=float(meta["std"]), window=window,
-                           overlap=sample_overlap(ts), zoom=zoom, batch_size=per_pass, device=device,
-                           needed=needed, flips=flips)  # fmt: skip
+    ``mineralseg predict`` predicts an image (:func:`mineralseg.infer.predict.predict_working_image`);
+    ``batch_size`` is in training tiles' worth of input pixels per forward pass."""
+    return predict_working_image(model, card, image, needed=needed, batch_size=batch_size, device=device, flips=flips)
 
 
 def read_sample(manifest: DatasetManifest, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -317,7 +299,7 @@ def read_sample(manifest: DatasetManifest, name: str) -> tuple[np.ndarray, np.nd
 
 def _score_samples(
     model: torch.nn.Module,
-    meta: dict[str, Any],
+    card: ModelCard,
     manifest: DatasetManifest,
     tiles: list[Tile],
     cm: ConfusionMatrix,
@@ -340,7 +322,7 @@ def _score_samples(
         needed = np.zeros(image.shape, bool)
         for i in by_sample[name]:
             needed[tiles[i].row : tiles[i].row + ts, tiles[i].col : tiles[i].col + ts] = True
-        pred = predict_sample(model, meta, manifest, image, needed=needed, batch_size=batch_size, device=device,
+        pred = predict_sample(model, card, image, needed=needed, batch_size=batch_size, device=device,
                               flips=flips)  # fmt: skip
         for i in by_sample[name]:
             t = tiles[i]

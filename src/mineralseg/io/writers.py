@@ -52,10 +52,16 @@ def _needs_bigtiff(shape: tuple[int, ...], dtype: np.dtype) -> bool:
     return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > BIGTIFF_THRESHOLD
 
 
-def _tiff_options(shape, dtype, tile, compression, bigtiff) -> tuple[dict[str, Any], bool]:
-    extras = {"extrasamples": ["unassalpha"]} if len(shape) == 3 and shape[2] == 4 else {}
+def _tiff_options(shape, dtype, tile, compression, bigtiff, description=None, colormap=None) -> tuple[dict[str, Any], bool]:
+    extras: dict[str, Any] = {"extrasamples": ["unassalpha"]} if len(shape) == 3 and shape[2] == 4 else {}
+    if description is not None:
+        extras["description"] = str(description)
+    if colormap is not None:  # a palette image: viewers show each id in its colour
+        if len(shape) != 2 or np.dtype(dtype) != np.uint8:
+            raise UserError(f"a TIFF colour map needs a 2-D uint8 image, got shape {shape} {np.dtype(dtype)}")
+        extras["colormap"] = np.asarray(colormap, np.uint16).reshape(3, 256)
     options: dict[str, Any] = {
-        "photometric": _photometric(shape),
+        "photometric": "palette" if colormap is not None else _photometric(shape),
         "compression": compression,
         "metadata": None,
         **extras,
@@ -175,6 +181,11 @@ class TiffBlockWriter:
         tifffile compression name (``"zlib"``, ``"zstd"`` ...).
     bigtiff : bool, optional
         Default: BigTIFF when the pixels exceed ~4 GB.
+    description : str, optional
+        Text of the ImageDescription tag (e.g. a JSON class table).
+    colormap : (3, 256) uint16 array-like, optional
+        Palette of a uint8 class map (TIFF palette-colour image, 0..65535 per channel):
+        viewers such as QGIS and napari show each class id in its colour.
 
     Examples
     --------
@@ -197,12 +208,15 @@ class TiffBlockWriter:
         tile: tuple[int, int] = DEFAULT_TILE,
         compression: str | None = None,
         bigtiff: bool | None = None,
+        description: str | None = None,
+        colormap: Any = None,
     ):
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         _check_image(self.shape, self.dtype, self.path)
-        self._options, self._big = _tiff_options(self.shape, self.dtype, tile, compression, bigtiff)
+        self._options, self._big = _tiff_options(self.shape, self.dtype, tile, compression, bigtiff,
+                                                 description, colormap)
         self._tile = self._options["tile"]
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._error: BaseException | None = None

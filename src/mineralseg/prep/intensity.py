@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["apply_normalisation", "fit_drift", "normalise_sem"]
+__all__ = ["apply_normalisation", "fit_drift", "normalise_strip", "normalise_sem"]
 
 # Block grid on the long side for the drift estimate: blocks must hold many grains of
 # every phase (so that their grey-level histogram shows all the phase peaks), and there
@@ -239,28 +239,51 @@ def apply_normalisation(
     (H, W) uint8 ndarray
     """
     h, w = img.shape
-    lo, hi = params["low_value"], params["high_value"]
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
     drift = params.get("drift")
     if drift is not None and tuple(drift["shape"]) != (h, w):
         raise ValueError(f"drift field fitted on shape {tuple(drift['shape'])}, image has shape {(h, w)}")
     out = np.empty((h, w), np.uint8)
     for r0 in range(0, h, block_rows):
         r1 = min(h, r0 + block_rows)
-        strip = img[r0:r1].astype(np.float32)
-        if drift is not None:
-            strip -= _drift_field(drift, np.arange(r0, r1), np.arange(w))
-        if scale > 0:
-            strip = (strip - lo) * scale
-        else:  # constant image: mid-grey
-            strip[:] = 127.5
-        np.clip(strip, 0, 255, out=strip)
-        out[r0:r1] = np.rint(strip)
+        out[r0:r1] = normalise_strip(img[r0:r1], params, np.arange(r0, r1), np.arange(w))
     if outside == "zero":
         if mask is None:
             raise ValueError("outside='zero' needs the sample mask")
         out[~mask] = 0
     return out
+
+
+def normalise_strip(strip: np.ndarray, params: dict[str, Any], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Apply :func:`normalise_sem` parameters to some rows of an image, on any grid.
+
+    Parameters
+    ----------
+    strip : (h, w) ndarray
+        Grey levels (any real dtype).
+    params : dict
+        The ``params`` returned by :func:`normalise_sem`.
+    rows, cols : (h,) and (w,) float ndarrays
+        Coordinates of the strip's pixel centres on the grid the parameters were
+        fitted on (``arange`` for that grid itself; fractional for a finer grid, e.g.
+        a whole image normalised with statistics from its downscaled preview). They
+        place the drift field.
+
+    Returns
+    -------
+    (h, w) uint8 ndarray
+    """
+    lo, hi = params["low_value"], params["high_value"]
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    out = strip.astype(np.float32)
+    if params.get("drift") is not None:
+        out -= _drift_field(params["drift"], rows, cols)
+    if scale > 0:
+        out -= np.float32(lo)
+        out *= np.float32(scale)
+    else:  # constant image: mid-grey
+        out[:] = 127.5
+    np.clip(out, 0, 255, out=out)
+    return np.rint(out).astype(np.uint8)
 
 
 def _subsample_masked(img: np.ndarray, mask: np.ndarray, drift: dict[str, Any] | None) -> np.ndarray:

@@ -195,9 +195,15 @@ def test_large_grey_images_are_area_averaged(tmp_path):
 
 def test_class_maps_are_not_blurred(tmp_path):
     rgb = _class_map((250, 400))
-    sections = [Section("s", [Figure("auto", rgb), Figure("forced area", rgb, resample="area")])]
+    over = overlay(np.random.default_rng(6).integers(0, 256, (250, 400), dtype=np.uint8), rgb)
+    chart = mineralogy_bar_chart(NAMES, COLORS, [[10.0, 50.0, 40.0]])
+    sections = [Section("s", [Figure("auto", rgb), Figure("forced area", rgb, resample="area"),
+                              Figure("overlay", over), Figure("chart", chart)])]
     page = _parse(write_html_report(tmp_path / "r.html", title="t", sections=sections, max_image_side=100))
     auto, area = _pixels(page.images[0]), _pixels(page.images[1])
+    # images with many colours (an overlay, an anti-aliased chart) are averaged
+    np.testing.assert_array_equal(_pixels(page.images[2]), downscale_area(over, 4, dtype=np.uint8))
+    assert "class" not in page.images[2] and "class" not in page.images[3]
     assert auto.shape == area.shape == (62, 100, 3)  # factor 4: floor(250 / 4) rows
     np.testing.assert_array_equal(auto, rgb[2:248:4, 2::4])  # the pixel under each output centre
     assert page.images[0]["class"] == "map"  # and no smoothing when the browser scales it
@@ -418,3 +424,20 @@ def test_chromium_probe_sees_broken_images(chromium, tmp_path):
                              path.read_text(), count=1))
     found, _ = chromium.probe(broken)
     assert [i["naturalWidth"] > 0 for i in found["images"]] == [False, True, True, True, True]
+
+
+def test_truncated_image_file_is_refused(tmp_path):
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(_png(_class_map((64, 64)))[:300])
+    with pytest.raises(DataError, match="cut.png cannot be read as an image"):
+        write_html_report(tmp_path / "r.html", title="t", sections=[Section("s", [Figure("cut", truncated)])])
+
+
+def test_chromium_install_says_why_it_cannot_run(monkeypatch):
+    from conftest import _install_chromium
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert "not running as root" in _install_chromium()
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert _install_chromium() == "no apt-get on this machine to install it with"

@@ -26,10 +26,14 @@ from mineralseg.io.downscale import STRIP_WORK_BYTES, downscale_area
 #: "nearest" picks pixels (class maps: no blended colours that are in no legend),
 #: "auto" takes "nearest" for RGB images with few colours, else "area".
 RESAMPLING = ("auto", "area", "nearest")
-#: An RGB image with at most this many distinct colours counts as a class map.
-PALETTE_MAX_COLORS = 256
+#: An RGB image with at most this many distinct colours counts as a class map (the
+#: largest palette, qemscan24, has 24 colours; an anti-aliased chart has hundreds, an
+#: SEM overlay thousands).
+PALETTE_MAX_COLORS = 64
 #: Rows read (evenly spaced) to count the colours of an image for "auto".
 _COLOR_SAMPLE_ROWS = 64
+#: Encoded images up to this many pixels are decoded once to prove they are whole.
+_DECODE_CHECK_PIXELS = 16 * 2**20
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 
 
@@ -161,8 +165,9 @@ def _open_pil(data: bytes, where: str) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        pil = Image.open(io.BytesIO(data))
-        pil.size  # noqa: B018 - the header is parsed on open; size proves it was read
+        pil = Image.open(io.BytesIO(data))  # parses the header only
+        if pil.width * pil.height <= _DECODE_CHECK_PIXELS:
+            pil.load()  # a truncated or corrupt file would show as a broken image
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DataError(f"{where} cannot be read as an image ({exc}); give a PNG or JPEG file or a uint8 array") from None
     return pil

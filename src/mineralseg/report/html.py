@@ -61,9 +61,9 @@ class Figure:
         Shown under the image (plain text).
     resample : {"auto", "area", "nearest"}
         How an image larger than the report's ``max_image_side`` is reduced: "area"
-        averages (SEM images, photographs), "nearest" keeps exact colours (class maps),
-        "auto" picks "nearest" for RGB images with at most 256 colours (and
-        palette PNGs), else "area".
+        averages (SEM images, overlays, charts), "nearest" keeps exact colours (class
+        maps), "auto" picks "nearest" for RGB images with at most 64 colours (in 64
+        evenly spaced rows) and palette PNGs, else "area". Say which when you know.
 
     Raises
     ------

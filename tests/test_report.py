@@ -229,10 +229,15 @@ def test_lazy_sources_and_files_are_reduced_in_strips(tmp_path):
 
 def test_small_images_are_not_resampled(tmp_path):
     rgb = _class_map((16, 16))
-    page = _parse(write_html_report(tmp_path / "r.html", title="t", sections=[Section("s", [Figure("m", rgb)])],
+    photo = np.random.default_rng(7).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    figures = [Figure("map", rgb), Figure("map png", _png(rgb)), Figure("photo", photo),
+               Figure("photo png", _png(photo)), Figure("photo as map", photo, resample="nearest")]
+    page = _parse(write_html_report(tmp_path / "r.html", title="t", sections=[Section("s", figures)],
                                     max_image_side=16))
     np.testing.assert_array_equal(_pixels(page.images[0]), rgb)
     assert "shown at" not in "".join(page.text)
+    # class maps (few colours, or said so) are drawn without smoothing when the page scales them
+    assert [i.get("class") for i in page.images] == ["map", "map", None, None, "map"]
 
 
 # --------------------------------------------------------------------------- tables and card
@@ -441,3 +446,17 @@ def test_chromium_install_says_why_it_cannot_run(monkeypatch):
     monkeypatch.setattr("os.geteuid", lambda: 0)
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert _install_chromium() == "no apt-get on this machine to install it with"
+
+
+def test_sixteen_bit_and_transparent_files_are_reduced_to_uint8(tmp_path):
+    deep = np.full((40, 40), 65535, np.uint16)
+    deep[:20] = 257 * 10
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # mode I;16
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[:, 20:] = (0, 128, 0, 255)  # left half fully transparent
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    sections = [Section("s", [Figure("deep", tmp_path / "deep.png"), Figure("alpha", tmp_path / "alpha.png")])]
+    page = _parse(write_html_report(tmp_path / "r.html", title="t", sections=sections, max_image_side=20))
+    np.testing.assert_array_equal(_pixels(page.images[0]), np.repeat([[10], [255]], 10, axis=0) * np.ones((1, 20)))
+    shown = _pixels(page.images[1])
+    assert (shown[:, :10] == 255).all() and (shown[:, 10:] == (0, 128, 0)).all()  # over white, as on the page

@@ -51,6 +51,9 @@ class EncodedImage:
         Height and width of the given image.
     method : {"area", "nearest"} or None
         How it was downsampled; ``None`` when embedded at full size.
+    is_map : bool
+        Treated as a class map (``resample="nearest"``, or few colours with "auto"):
+        to be shown without smoothing.
     """
 
     mime: str
@@ -58,6 +61,7 @@ class EncodedImage:
     shape: tuple[int, int]
     source_shape: tuple[int, int]
     method: str | None
+    is_map: bool
 
 
 def check_resample(name: object) -> str:
@@ -153,12 +157,18 @@ def encode_image(image: Any, max_side: int, resample: str = "auto", *, what: str
     mime = _sniff(data[:8], where)
     pil = _open_pil(data, where)
     shape = (pil.height, pil.width)
-    if max(shape) <= max_side:
-        return EncodedImage(mime, data, shape, shape, None)
-    array, palette = _pil_to_uint8(pil, where)
-    if method == "auto" and palette:
-        method = "nearest"
-    return _encode_array(array, max_side, method)
+    if max(shape) > max_side:
+        array, palette = _pil_to_uint8(pil, where)
+        return _encode_array(array, max_side, "nearest" if method == "auto" and palette else method)
+    is_map = method == "nearest" or (method == "auto" and _pil_few_colors(pil))
+    return EncodedImage(mime, data, shape, shape, None, is_map)
+
+
+def _pil_few_colors(pil: Any) -> bool:
+    """Palette-coded, or RGB(A) with at most PALETTE_MAX_COLORS colours (PIL counts them)."""
+    if pil.mode in ("P", "1"):
+        return True
+    return pil.mode in ("RGB", "RGBA") and pil.getcolors(PALETTE_MAX_COLORS) is not None
 
 
 def _open_pil(data: bytes, where: str) -> Any:
@@ -193,19 +203,14 @@ def _pil_to_uint8(pil: Any, where: str) -> tuple[np.ndarray, bool]:
 
 def _encode_array(src: Any, max_side: int, method: str) -> EncodedImage:
     shape = (int(src.shape[0]), int(src.shape[1]))
+    is_map = method == "nearest" or (method == "auto" and len(src.shape) == 3 and _few_colors(src))
     if max(shape) <= max_side:
-        array = np.asarray(src[0 : shape[0]])
-        used = None
+        array, used = np.asarray(src[0 : shape[0]]), None
+    elif is_map:
+        array, used = _downscale_nearest(src, max(shape) / max_side), "nearest"
     else:
-        factor = max(shape) / max_side
-        if method == "auto":
-            method = "nearest" if len(src.shape) == 3 and _few_colors(src) else "area"
-        if method == "area":
-            array = downscale_area(src, factor, dtype=np.uint8)
-        else:
-            array = _downscale_nearest(src, factor)
-        used = method
-    return EncodedImage("image/png", _png_bytes(array), (array.shape[0], array.shape[1]), shape, used)
+        array, used = downscale_area(src, max(shape) / max_side, dtype=np.uint8), "area"
+    return EncodedImage("image/png", _png_bytes(array), (array.shape[0], array.shape[1]), shape, used, is_map)
 
 
 def _few_colors(src: Any) -> bool:

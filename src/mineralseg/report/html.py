@@ -276,7 +276,7 @@ def _figure_html(fig: Figure, enc: EncodedImage) -> str:
         how = "area-averaged" if enc.method == "area" else "nearest-pixel"
         sh, sw = enc.source_shape
         note = f"shown at {w:,} \u00d7 {h:,} px ({how} from {sw:,} \u00d7 {sh:,} px)"
-    css = ' class="map"' if enc.method == "nearest" else ""
+    css = ' class="map"' if enc.is_map else ""
     src = f"data:{enc.mime};base64,{base64.b64encode(enc.data).decode('ascii')}"
     caption = _esc(fig.caption).replace("\n", "<br>")
     if note:

@@ -460,3 +460,12 @@ def test_sixteen_bit_and_transparent_files_are_reduced_to_uint8(tmp_path):
     np.testing.assert_array_equal(_pixels(page.images[0]), np.repeat([[10], [255]], 10, axis=0) * np.ones((1, 20)))
     shown = _pixels(page.images[1])
     assert (shown[:, :10] == 255).all() and (shown[:, 10:] == (0, 128, 0)).all()  # over white, as on the page
+
+
+def test_each_figure_links_to_itself_for_the_full_screen_view(tmp_path):
+    sections = [Section("a", ["text", Figure("one", np.zeros((8, 8), np.uint8)), Figure("two", np.zeros((8, 8), np.uint8))])]
+    raw = write_html_report(tmp_path / "r.html", title="t", sections=sections).read_text()
+    for anchor in ("section-1-2", "section-1-3"):
+        assert f'<figure id="{anchor}">' in raw and f'<a class="zoom" href="#{anchor}"' in raw
+    assert raw.count('<a class="close" href="#section-1">') == 2
+    assert "figure:target {" in raw  # the enlarging is CSS only

@@ -5,6 +5,7 @@ A report is a title, a list of :class:`Section` (each a run of :class:`Figure`,
 that made it. :func:`write_html_report` writes it as a single ``.html`` file: images as
 base64 ``data:`` URIs, CSS inline, no script and no external request, so it can be
 mailed, archived, or opened on a machine without network. All text is HTML-escaped.
+Clicking a figure shows it full screen (a CSS ``:target`` rule, no script).
 
 Examples
 --------
@@ -251,13 +252,13 @@ def _esc(text: Any) -> str:
 def _write_section(out: TextIO, anchor: str, section: Section, max_side: int) -> None:
     out.write(f'<section id="{anchor}"><h2>{_esc(section.title)}</h2>\n')
     in_grid = False
-    for item in section.items:
+    for k, item in enumerate(section.items):
         if isinstance(item, Figure) != in_grid:
             out.write('<div class="grid">\n' if not in_grid else "</div>\n")
             in_grid = not in_grid
         if isinstance(item, Figure):
             encoded = encode_image(item.image, max_side, item.resample, what=f"figure {item.title!r}")
-            out.write(_figure_html(item, encoded))
+            out.write(_figure_html(item, encoded, f"{anchor}-{k + 1}", anchor))
         elif isinstance(item, Table):
             out.write(f'<div class="block"><h3>{_esc(item.title)}</h3>\n')
             out.write(_table_html(item.columns, item.rows))
@@ -269,7 +270,8 @@ def _write_section(out: TextIO, anchor: str, section: Section, max_side: int) ->
     out.write("</div>\n</section>\n" if in_grid else "</section>\n")
 
 
-def _figure_html(fig: Figure, enc: EncodedImage) -> str:
+def _figure_html(fig: Figure, enc: EncodedImage, anchor: str, back: str) -> str:
+    """A figure; its image links to the figure itself, which CSS then shows full screen."""
     h, w = enc.shape
     note = ""
     if enc.method is not None:
@@ -282,8 +284,9 @@ def _figure_html(fig: Figure, enc: EncodedImage) -> str:
     if note:
         caption = f'{caption}{" " if caption else ""}<span class="note">{_esc(note)}</span>'
     return (
-        f'<figure><h3>{_esc(fig.title)}</h3>\n<img{css} alt="{_esc(fig.title)}" width="{w}" height="{h}" '
-        f'src="{src}">\n' + (f"<figcaption>{caption}</figcaption>" if caption else "") + "</figure>\n"
+        f'<figure id="{anchor}"><h3>{_esc(fig.title)}</h3><a class="close" href="#{back}">close \u2715</a>\n'
+        f'<a class="zoom" href="#{anchor}" title="enlarge"><img{css} alt="{_esc(fig.title)}" width="{w}" '
+        f'height="{h}" src="{src}"></a>\n' + (f"<figcaption>{caption}</figcaption>" if caption else "") + "</figure>\n"
     )
 
 
@@ -437,6 +440,15 @@ figure { margin: 0; padding: 10px; border: 1px solid #e0e4e9; border-radius: 6px
   break-inside: avoid; }
 figure img { display: block; width: auto; max-width: 100%; height: auto; max-height: 85vh; object-fit: contain; background: #fff; }
 img.map { image-rendering: pixelated; }
+a.zoom { display: block; cursor: zoom-in; }
+figure .close { display: none; }
+figure:target { position: fixed; inset: 0; z-index: 10; border: 0; border-radius: 0; padding: 14px 20px;
+  background: rgba(18, 22, 26, .97); display: flex; flex-direction: column; align-items: center; }
+figure:target h3, figure:target figcaption, figure:target .note { color: #e4e7ea; }
+figure:target .close { display: block; position: absolute; top: 12px; right: 20px; color: #fff; }
+figure:target a.zoom { flex: 1; min-height: 0; width: 100%; cursor: default; }
+figure:target img { width: 100%; height: 100%; max-width: none; max-height: none; object-fit: contain;
+  background: transparent; }
 figcaption, .caption { font-size: .88em; color: #4a5561; margin: 6px 0 0; }
 .note { display: block; color: #77828e; }
 .block { margin: 0 0 18px; }
@@ -453,5 +465,5 @@ tbody tr:nth-child(even) { background: #f8f9fb; }
 pre { background: #f1f3f5; padding: 10px 12px; border-radius: 6px; white-space: pre-wrap; word-break: break-all;
   font-size: .88em; }
 footer { margin: 28px 0 0; padding-top: 8px; border-top: 1px solid #e0e4e9; font-size: .85em; color: #77828e; }
-@media print { body { background: #fff; } main { padding: 0; } nav { display: none; } }
+@media print { body { background: #fff; } main { padding: 0; } nav, figure .close { display: none; } }
 """

@@ -186,7 +186,14 @@ def _install_chromium() -> str:
 
 
 class HeadlessChromium:
-    """Headless Chromium that loads local HTML files (see the ``chromium`` fixture)."""
+    """Headless Chromium that loads local HTML files (see the ``chromium`` fixture).
+
+    Examples
+    --------
+    >>> found, dom = chromium.probe(out / "report.html")  # doctest: +SKIP
+    >>> assert found["violations"] == [] and all(i["naturalWidth"] > 0 for i in found["images"])
+    >>> assert "<table" in dom
+    """
 
     def __init__(self, executable: str, workdir: Path):
         self.executable, self.workdir = executable, workdir
@@ -198,7 +205,10 @@ class HeadlessChromium:
         profile = self.workdir / f"profile-{self._runs}"
         cmd = [self.executable, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                "--virtual-time-budget=5000", *flags, Path(html).resolve().as_uri()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"chromium did not finish {html} within {timeout} s (a dialog or a page that never loads?)")
         if proc.returncode != 0:
             pytest.fail(f"chromium exited with {proc.returncode}: {proc.stderr[-2000:]}")
         return proc.stdout

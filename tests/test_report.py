@@ -161,7 +161,8 @@ def test_bad_figure_images_are_refused_with_what_and_how(image, message):
 
 def test_missing_or_unreadable_image_file(tmp_path):
     with pytest.raises(DataError, match=r"figure 'gone': image file .*missing\.png not found"):
-        write_html_report(tmp_path / "r.html", title="t", sections=[Section("s", [Figure("gone", tmp_path / "missing.png")])])
+        write_html_report(tmp_path / "r.html", title="t",
+                          sections=[Section("s", [Figure("gone", tmp_path / "missing.png")])])
     fake = tmp_path / "fake.png"
     fake.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     with pytest.raises(DataError, match="fake.png cannot be read as an image"):
@@ -178,6 +179,11 @@ def test_options_are_checked():
     with pytest.raises(DataError, match=r"class_colors must be \(2, 3\)"):
         Legend(["a", "b"], [[0, 0, 0]])
     assert not Path("never.html").exists()
+
+
+def test_report_path_must_be_a_file(tmp_path):
+    with pytest.raises(UserError, match=r"it is a folder; give a file name such as .*report\.html"):
+        write_html_report(tmp_path, title="t", sections=[])
 
 
 # --------------------------------------------------------------------------- downsampling
@@ -297,13 +303,15 @@ def test_model_card_is_flattened_readably(tmp_path):
 def test_page_parts_and_footer(tmp_path):
     from mineralseg import __version__
 
-    path = write_html_report(tmp_path / "r.html", title="Sample A", sections=[Section("Maps", []), Section("Numbers", [])],
+    path = write_html_report(tmp_path / "r.html", title="Sample A",
+                             sections=[Section("Maps", []), Section("Numbers", [])],
                              card={"arch": "unet"}, command="mineralseg predict a b")
     raw = path.read_text()
     assert re.findall(r'<a href="#([\w-]+)">', raw) == ["section-1", "section-2", "model-card", "command"]
     assert re.findall(r'<section id="([\w-]+)">', raw) == ["section-1", "section-2", "model-card", "command"]
     assert "<title>Sample A</title>" in raw and "<pre><code>mineralseg predict a b</code></pre>" in raw
-    assert re.search(rf"<footer>mineralseg {re.escape(__version__)} &middot; \d{{4}}-\d\d-\d\d \d\d:\d\d UTC</footer>", raw)
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
+    assert re.search(f"<footer>mineralseg {re.escape(__version__)} &middot; {stamp}</footer>", raw)
 
 
 # --------------------------------------------------------------------------- atomic write
@@ -394,11 +402,12 @@ def _full_report(tmp_path: Path) -> tuple[Path, int]:
     percents = (np.bincount(labels.ravel(), minlength=3) / labels.size * 100).tolist()
     chart = mineralogy_bar_chart(NAMES, COLORS, [percents, [p * 0.9 + 3.3 for p in percents]], ["predicted", "QEMSCAN"])
     sections = [
-        Section("Maps", [Figure("SEM preview", sem, "input"), Figure("Mineral map", rgb), Figure("Overlay", overlay(sem, rgb)),
-                         Figure("SEM as JPEG file", jpeg), Legend(NAMES, COLORS)]),
+        Section("Maps", [Figure("SEM preview", sem, "input"), Figure("Mineral map", rgb),
+                         Figure("Overlay", overlay(sem, rgb)), Figure("SEM as JPEG file", jpeg), Legend(NAMES, COLORS)]),
         Section("Modal mineralogy", [Figure("Bar chart", chart), "Fractions inside the section.",
                                      Table("Area per class", ["class", "pixels", "area %"],
-                                           [[n, int(c), p] for n, c, p in zip(NAMES, np.bincount(labels.ravel()), percents)])]),
+                                           [[n, int(c), p] for n, c, p in
+                                            zip(NAMES, np.bincount(labels.ravel()), percents)])]),
     ]
     card = {"arch": "unet", "encoder": "resnet18", "val_iou": {"pore": 0.91, "quartz": 0.84}}
     path = write_html_report(tmp_path / "report.html", title=f"Sample {NASTY}", sections=sections, card=card,
@@ -463,7 +472,8 @@ def test_sixteen_bit_and_transparent_files_are_reduced_to_uint8(tmp_path):
 
 
 def test_each_figure_links_to_itself_for_the_full_screen_view(tmp_path):
-    sections = [Section("a", ["text", Figure("one", np.zeros((8, 8), np.uint8)), Figure("two", np.zeros((8, 8), np.uint8))])]
+    blank = np.zeros((8, 8), np.uint8)
+    sections = [Section("a", ["text", Figure("one", blank), Figure("two", blank)])]
     raw = write_html_report(tmp_path / "r.html", title="t", sections=sections).read_text()
     for anchor in ("section-1-2", "section-1-3"):
         assert f'<figure id="{anchor}">' in raw and f'<a class="zoom" href="#{anchor}"' in raw

@@ -105,7 +105,9 @@ def check_image(image: Any, what: str) -> None:
     elif isinstance(image, (bytes, bytearray, memoryview)):
         _sniff(bytes(image[:8]), f"{what}: image bytes")
     elif not isinstance(image, (str, os.PathLike)):
-        raise TypeError(f"{what}: image must be a uint8 array, PNG/JPEG bytes or a file path, not {type(image).__name__}")
+        raise TypeError(
+            f"{what}: image must be a uint8 array, PNG/JPEG bytes or a file path, not {type(image).__name__}"
+        )
 
 
 def _sniff(head: bytes, what: str) -> str:
@@ -179,7 +181,9 @@ def _open_pil(data: bytes, where: str) -> Any:
         if pil.width * pil.height <= _DECODE_CHECK_PIXELS:
             pil.load()  # a truncated or corrupt file would show as a broken image
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{where} cannot be read as an image ({exc}); give a PNG or JPEG file or a uint8 array") from None
+        raise DataError(
+            f"{where} cannot be read as an image ({exc}); give a PNG or JPEG file or a uint8 array"
+        ) from None
     return pil
 
 

@@ -151,12 +151,15 @@ def overlay(
         raise DataError(f"overlay: grey must be an (H, W) uint8 image, got {grey.shape} {grey.dtype}")
     if rgb.shape != grey.shape + (3,) or rgb.dtype != np.uint8:
         raise DataError(
-            f"overlay: rgb must be (H, W, 3) uint8 on the grey image's grid {grey.shape + (3,)}, got {rgb.shape} {rgb.dtype}"
+            f"overlay: rgb must be (H, W, 3) uint8 on the grey image's grid {grey.shape + (3,)}, "
+            f"got {rgb.shape} {rgb.dtype}"
         )
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != grey.shape or mask.dtype != np.bool_:
-            raise DataError(f"overlay: mask must be an (H, W) bool array of shape {grey.shape}, got {mask.shape} {mask.dtype}")
+            raise DataError(
+                f"overlay: mask must be an (H, W) bool array of shape {grey.shape}, got {mask.shape} {mask.dtype}"
+            )
     if not 0.0 <= float(alpha) <= 1.0:
         raise UserError(f"overlay: alpha must be in [0, 1], got {alpha}")
     out = np.empty(rgb.shape, dtype=np.uint8)

@@ -201,7 +201,7 @@ def write_html_report(
     Raises
     ------
     UserError
-        ``max_image_side`` below 16.
+        ``max_image_side`` below 16, or ``path`` is a folder.
     DataError
         A figure file that is missing or not an image.
 
@@ -226,6 +226,10 @@ def write_html_report(
         parts.append(("command", "Command"))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"cannot write the report to {path}: it is a folder; give a file name such as {path / 'report.html'}"
+        )
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as out:
         out.write(_HEAD.format(title=_esc(title), version=_esc(__version__), css=_CSS))
         out.write(f"<header><h1>{_esc(title)}</h1></header>\n")
@@ -438,7 +442,8 @@ p { max-width: 80ch; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); gap: 16px; margin: 0 0 16px; }
 figure { margin: 0; padding: 10px; border: 1px solid #e0e4e9; border-radius: 6px; background: #fafbfc;
   break-inside: avoid; }
-figure img { display: block; width: auto; max-width: 100%; height: auto; max-height: 85vh; object-fit: contain; background: #fff; }
+figure img { display: block; width: auto; max-width: 100%; height: auto; max-height: 85vh; object-fit: contain;
+  background: #fff; }
 img.map { image-rendering: pixelated; }
 a.zoom { display: block; cursor: zoom-in; }
 figure .close { display: none; }

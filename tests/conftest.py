@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +133,122 @@ def trained_run(tiny_dataset, tmp_path_factory) -> Path:
 
     runs = tmp_path_factory.mktemp("runs")
     return train(tiny_train_config(tiny_dataset, runs, **{"trainer.max_epochs": 4}))
+
+
+# --------------------------------------------------------------------------- headless Chromium
+# Reports are checked in a real browser: Debian's `chromium` package, installed by the
+# `chromium` fixture when absent (as root with apt-get), else the tests that need it skip.
+CHROMIUM_COMMANDS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_INSTALL_TIMEOUT_S = 300
+_CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--hide-scrollbars", "--mute-audio",
+)
+# Injected into a COPY of a page (the page itself must not need JavaScript): a content
+# security policy that lets only data: images and inline styles load (so any external
+# request fails and shows up), and a script that writes, once the page has loaded, the
+# state of every <img> and every policy violation into the DOM as JSON.
+_PROBE_ID = "mineralseg-test-probe"
+_PROBE = (
+    "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+    "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+    "<script>(function(){var v=[];"
+    "document.addEventListener('securitypolicyviolation',function(e){v.push(e.violatedDirective+' '+e.blockedURI);});"
+    "window.addEventListener('load',function(){var imgs=[].map.call(document.images,function(i){"
+    "return {alt:i.alt,complete:i.complete,naturalWidth:i.naturalWidth,naturalHeight:i.naturalHeight};});"
+    f"var p=document.createElement('pre');p.id='{_PROBE_ID}';"
+    "p.textContent=JSON.stringify({images:imgs,violations:v});document.body.appendChild(p);});})();</script>"
+)
+
+
+def _find_chromium() -> str | None:
+    return next((p for p in map(shutil.which, CHROMIUM_COMMANDS) if p), None)
+
+
+def _install_chromium() -> str:
+    """Install Debian's chromium with apt-get; return why it could not be done ("" on success)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "not running as root, so it cannot be installed here (apt-get install chromium)"
+    if shutil.which("apt-get") is None:
+        return "no apt-get on this machine to install it with"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    lock = ["-o", "DPkg::Lock::Timeout=120"]  # another session may be installing it right now
+    for cmd in (["apt-get", *lock, "update"], ["apt-get", *lock, "install", "-y", "chromium"]):
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CHROMIUM_INSTALL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(cmd)}` took more than {CHROMIUM_INSTALL_TIMEOUT_S} s"
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            return f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {last}"
+    return ""
+
+
+class HeadlessChromium:
+    """Headless Chromium that loads local HTML files (see the ``chromium`` fixture).
+
+    Examples
+    --------
+    >>> found, dom = chromium.probe(out / "report.html")  # doctest: +SKIP
+    >>> assert found["violations"] == [] and all(i["naturalWidth"] > 0 for i in found["images"])
+    >>> assert "<table" in dom
+    """
+
+    def __init__(self, executable: str, workdir: Path):
+        self.executable, self.workdir = executable, workdir
+        self._runs = 0
+
+    def run(self, html: Path, *flags: str, timeout: float = 180) -> str:
+        """Open ``html`` with extra ``flags``; return stdout (fails the test on error)."""
+        self._runs += 1
+        profile = self.workdir / f"profile-{self._runs}"
+        cmd = [self.executable, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+               "--virtual-time-budget=5000", *flags, Path(html).resolve().as_uri()]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"chromium did not finish {html} within {timeout} s (a dialog or a page that never loads?)")
+        if proc.returncode != 0:
+            pytest.fail(f"chromium exited with {proc.returncode}: {proc.stderr[-2000:]}")
+        return proc.stdout
+
+    def dump_dom(self, html: Path) -> str:
+        """The DOM of ``html`` after loading, serialised as HTML."""
+        return self.run(html, "--dump-dom")
+
+    def probe(self, html: Path) -> tuple[dict, str]:
+        """Load a copy of ``html`` with the probe injected; return its findings and the DOM.
+
+        The findings are ``{"images": [{"alt", "complete", "naturalWidth",
+        "naturalHeight"}, ...], "violations": [...]}``: every ``<img>`` of the page in
+        document order, and every request the page tried that was not a data: image or
+        inline style (external files, scripts).
+        """
+        text = Path(html).read_text(encoding="utf-8")
+        head = re.search(r"<head[^>]*>", text, flags=re.IGNORECASE)
+        assert head is not None, f"{html} has no <head>"
+        self._runs += 1
+        copy = self.workdir / f"probe-{self._runs}.html"
+        copy.write_text(text[: head.end()] + _PROBE + text[head.end():], encoding="utf-8")
+        dom = self.dump_dom(copy)
+        found = re.search(rf'<pre id="{_PROBE_ID}">(.*?)</pre>', dom, flags=re.DOTALL)
+        assert found is not None, f"the page never finished loading in Chromium: {dom[-500:]}"
+        return json.loads(html_lib.unescape(found.group(1))), dom
+
+    def screenshot(self, html: Path, png: Path, size: tuple[int, int] = (1200, 2000)) -> Path:
+        """Save a ``size`` (width, height) screenshot of ``html`` to ``png``."""
+        self.run(html, f"--screenshot={Path(png).resolve()}", f"--window-size={size[0]},{size[1]}")
+        return Path(png)
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory) -> HeadlessChromium:
+    """Headless Chromium; installs Debian's ``chromium`` when absent, else skips with the reason."""
+    executable = _find_chromium()
+    if executable is None:
+        why = _install_chromium()
+        executable = _find_chromium()
+        if executable is None:
+            pytest.skip(f"headless Chromium is not installed and {why or 'the install did not provide it'}")
+    return HeadlessChromium(executable, tmp_path_factory.mktemp("chromium"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from mineralseg.infer.predict import (
 from test_infer import _mosaic_dataset
 
 NO_OUTLINE = PredictSettings(sem_px=1, outline="none")
+REAL_BSE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-bse" / "BSE_Image.jpg"
 
 
 def _read(path):
@@ -250,3 +252,34 @@ def test_output_folders_are_named_after_the_images(tmp_path):
     with pytest.raises(UserError, match="same file name"):
         predict("unused", [tmp_path / "a" / "s.tif", tmp_path / "b" / "s.tif"], tmp_path)
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_BSE.is_file(), reason="../shared/data/real-bse is absent")
+def test_a_real_bse_jpeg_from_another_instrument_goes_through(trained_run, tmp_path):
+    """The real BSE image (an RGB JPEG with three equal channels) is mapped, and its report
+    says which data the model was trained on."""
+    _, card = load_checkpoint_model(trained_run)
+    (result,) = predict(trained_run, [REAL_BSE], tmp_path, PredictSettings(sem_px=1), progress=False)
+    labels = _read(result.out / "labels.tif")
+    assert labels.shape == (751, 1000) and set(np.unique(labels)) <= {0, 1, 2, OUTSIDE}
+    assert sum(result.mineralogy.area_percent) == pytest.approx(100.0)
+    html = (result.out / "report.html").read_text()
+    assert "trained on" in html and card.dataset in html and "BSE_Image.jpg" in html
+
+
+def test_the_report_renders_in_chromium(trained_run, mosaic, chromium, tmp_path):
+    """Every image of report.html loads in a real browser, nothing is fetched from outside,
+    and the mineralogy table and the model card are there."""
+    _, _, _, tif = mosaic
+    command = f"mineralseg predict {trained_run} {tif} --out {tmp_path} --sem-px 1 --pixel-size 0.5"
+    (result,) = predict(trained_run, [tif], tmp_path, PredictSettings(sem_px=1, pixel_size_um=0.5), progress=False,
+                        command=command)
+    found, dom = chromium.probe(result.out / "report.html")
+    assert found["violations"] == []
+    assert len(found["images"]) >= 5  # SEM, map, overlay, uncertainty, bar chart
+    assert all(i["complete"] and i["naturalWidth"] > 0 and i["naturalHeight"] > 0 for i in found["images"])
+    for text in ("Modal mineralogy", "area mm²", "Model card", "quartz", "porosity", "--pixel-size 0.5"):
+        assert text in dom, text
+    assert dom.count("<table") >= 3

@@ -273,7 +273,8 @@ def test_table_rows_must_match_columns():
 
 @pytest.mark.parametrize(("value", "text"), [(1234567, "1,234,567"), (61.2468, "61.25"), (0.81234, "0.812"),
                                              (12345.6, "12,346"), (-2.5, "-2.50"), (0.0, "0"), (None, ""),
-                                             (np.float32(0.5), "0.5"), (False, "no"), ("x", "x")])
+                                             (np.float32(0.5), "0.5"), (False, "no"), ("x", "x"),
+                                             (float("-inf"), "\u2212\u221e")])
 def test_format_value(value, text):
     assert format_value(value) == text
 

@@ -273,7 +273,8 @@ def test_table_rows_must_match_columns():
 
 @pytest.mark.parametrize(("value", "text"), [(1234567, "1,234,567"), (61.2468, "61.25"), (0.81234, "0.812"),
                                              (12345.6, "12,346"), (-2.5, "-2.50"), (0.0, "0"), (None, ""),
-                                             (np.float32(0.5), "0.5"), (False, "no"), ("x", "x")])
+                                             (np.float32(0.5), "0.5"), (False, "no"), ("x", "x"),
+                                             (float("-inf"), "\u2212\u221e")])
 def test_format_value(value, text):
     assert format_value(value) == text
 
@@ -338,13 +339,19 @@ def _color_pixels(png: bytes, rgb: tuple[int, int, int]) -> int:
     return int((image == np.asarray(rgb, np.uint8)).all(axis=-1).sum())
 
 
-def test_bar_chart_bars_have_class_colours_and_proportional_heights():
-    colors = np.array([[200, 30, 30], [30, 30, 200], [30, 160, 30]], np.uint8)
-    png = mineralogy_bar_chart(NAMES, colors, [[20.0, 80.0, 0.0]])
+@pytest.mark.parametrize("n_classes", [3, 12])  # bars standing side by side; lying one row per class
+def test_bar_chart_bars_have_class_colours_and_proportional_lengths(n_classes):
+    colors = np.full((n_classes, 3), 128, np.uint8)
+    colors[:3] = [[200, 30, 30], [30, 30, 200], [30, 160, 30]]
+    percents = [20.0, 80.0, 0.0] + [0.0] * (n_classes - 3)
+    png = mineralogy_bar_chart([f"mineral {i}" for i in range(n_classes)], colors, [percents])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    red, blue, green = (_color_pixels(png, tuple(c)) for c in colors.tolist())
+    red, blue, green = (_color_pixels(png, tuple(c)) for c in colors[:3].tolist())
     assert green == 0 and red > 0
-    assert blue / red == pytest.approx(4.0, rel=0.08)  # same width, 4x the height
+    assert blue / red == pytest.approx(4.0, rel=0.08)  # same thickness, 4x the length
+    rows, cols = np.nonzero((np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) == (30, 30, 200)).all(axis=-1))
+    lying = np.ptp(cols) > np.ptp(rows)  # the long bar's extent
+    assert lying == (n_classes > 8)
 
 
 def test_bar_chart_series_side_by_side():
@@ -353,7 +360,7 @@ def test_bar_chart_series_side_by_side():
     two = mineralogy_bar_chart(["a", "b"], colors, [[50.0, 50.0], [50.0, 50.0]], ["predicted", "QEMSCAN"])
     # two bars per class, each half as wide; the second is hatched (fewer solid pixels)
     assert 0.2 < _color_pixels(two, (200, 30, 30)) / _color_pixels(one, (200, 30, 30)) < 0.95
-    wide = mineralogy_bar_chart([f"c{i}" for i in range(24)], np.zeros((24, 3), np.uint8), [[1.0] * 24])
+    wide = mineralogy_bar_chart([f"c{i}" for i in range(8)], np.zeros((8, 3), np.uint8), [[1.0] * 8])
     assert Image.open(io.BytesIO(wide)).width > Image.open(io.BytesIO(one)).width
 
 

@@ -21,6 +21,8 @@ __all__ = ["mineralogy_bar_chart", "overlay"]
 # Hatching of the 2nd, 3rd ... series (the 1st is solid), so series differ in grey print
 # and for classes of any colour.
 _SERIES_HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "++++")
+#: Up to this many classes the bars stand side by side; beyond, they lie one row per class.
+VERTICAL_MAX_CLASSES = 8
 _OVERLAY_ROWS = 1024  # rows blended at a time: float32 work stays ~12 bytes/px of one strip
 
 
@@ -47,11 +49,14 @@ def mineralogy_bar_chart(
         Series names, e.g. ``("predicted", "QEMSCAN")``; the first is drawn solid, the
         others hatched, and a legend names them when there are several.
     title : str
+        Drawn above the chart; "" for none.
 
     Returns
     -------
     bytes
-        A PNG image (about 120 dpi, wider with more classes).
+        A PNG image (120 dpi). Up to 8 classes the bars stand in a row (wider with
+        more classes); with more, each class is a row of horizontal bars (taller with
+        more classes) so that long mineral names stay readable.
 
     Raises
     ------
@@ -79,31 +84,43 @@ def mineralogy_bar_chart(
             f"values (one per class), got shape {values.shape}"
         )
     n_series, n_classes = values.shape
-    width = 0.8 / max(n_series, 1)
-    fig = Figure(figsize=(max(5.0, 0.32 * n_classes * (n_series + 1) + 1.6), 3.8), layout="constrained")
+    across = n_classes > VERTICAL_MAX_CLASSES  # many classes: one row each, names readable unrotated
+    group = n_classes * (n_series + 1)
+    size = (6.5, 0.13 * group + 1.3) if across else (max(5.0, 0.32 * group + 1.6), 3.8)
+    fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    x = np.arange(n_classes, dtype=np.float64)
-    label_size = "x-small" if n_classes * n_series > 24 else "small"
+    width = 0.8 / max(n_series, 1)
+    at = np.arange(n_classes, dtype=np.float64)
+    label_size = "x-small" if group > 24 else "small"
     for s in range(n_series):
-        pos = x + (s - (n_series - 1) / 2) * width
-        bars = ax.bar(pos, np.nan_to_num(values[s], nan=0.0), width * 0.92, color=colors,
-                      edgecolor="0.25", linewidth=0.6, hatch=_SERIES_HATCHES[s % len(_SERIES_HATCHES)])
-        for bar, v in zip(bars, values[s]):
+        pos = at + (s - (n_series - 1) / 2) * width
+        style = dict(color=colors, edgecolor="0.25", linewidth=0.6, hatch=_SERIES_HATCHES[s % len(_SERIES_HATCHES)])
+        heights = np.nan_to_num(values[s], nan=0.0)
+        bars = ax.barh(pos, heights, width * 0.92, **style) if across else ax.bar(pos, heights, width * 0.92, **style)
+        for p, v in zip(pos, values[s]):
             if np.isfinite(v):
-                ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
-                            fontsize=label_size, rotation=90 if n_series * n_classes > 16 else 0)
-    ax.set_xticks(x, labels=names, rotation=30 if n_classes > 6 else 0, ha="right" if n_classes > 6 else "center")
-    ax.set_ylabel("area %")
-    top = np.nanmax(values) if np.isfinite(values).any() else 1.0
-    ax.set_ylim(0, max(top, 1.0) * 1.18)
+                ax.annotate(f"{v:.1f}", (v, p) if across else (p, v), xytext=(2, 0) if across else (0, 2),
+                            textcoords="offset points", ha="left" if across else "center",
+                            va="center" if across else "bottom", fontsize=label_size,
+                            rotation=90 if not across and group > 24 else 0)
+    top = max(float(np.nanmax(values)) if np.isfinite(values).any() else 1.0, 1.0) * 1.18
+    if across:
+        ax.set_yticks(at, labels=names)
+        ax.invert_yaxis()  # first class on top
+        ax.set_xlabel("area %")
+        ax.set_xlim(0, top)
+    else:
+        ax.set_xticks(at, labels=names, rotation=30 if n_classes > 6 else 0, ha="right" if n_classes > 6 else "center")
+        ax.set_ylabel("area %")
+        ax.set_ylim(0, top)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title(title, fontsize="medium")
+    if title:
+        ax.set_title(title, fontsize="medium")
     if n_series > 1:
         handles = [Patch(facecolor="white", edgecolor="0.25", hatch=_SERIES_HATCHES[s % len(_SERIES_HATCHES)],
                          label=str(name)) for s, name in enumerate(series)]
-        ax.legend(handles=handles, frameon=False, fontsize="small", loc="upper right")
+        ax.legend(handles=handles, frameon=False, fontsize="small", loc="lower right" if across else "upper right")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()

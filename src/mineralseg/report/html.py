@@ -350,8 +350,10 @@ def format_value(value: Any) -> str:
         v = float(value)
         if math.isnan(v):
             return _MISSING
-        if math.isinf(v) or v == 0:
-            return str(v) if math.isinf(v) else "0"
+        if math.isinf(v):
+            return "\u221e" if v > 0 else "\u2212\u221e"
+        if v == 0:
+            return "0"
         if abs(v) >= 1000:
             return f"{v:,.0f}"
         if abs(v) >= 1:

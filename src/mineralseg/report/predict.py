@@ -9,7 +9,7 @@ import numpy as np
 
 from mineralseg.model_card import ModelCard
 from mineralseg.report.charts import mineralogy_bar_chart, overlay
-from mineralseg.report.html import Figure, Section, Table, write_html_report
+from mineralseg.report.html import Figure, Legend, Section, Table, write_html_report
 
 __all__ = ["write_predict_report"]
 
@@ -72,10 +72,12 @@ def write_predict_report(
     sections = [
         Section("Mineral map", [
             Figure("SEM (normalised grey levels)", grey),
-            Figure("Mineral map", rgb, caption="Grey: outside the section." if (~inside).any() else ""),
+            Figure("Mineral map", rgb, resample="nearest",
+                   caption="Grey: outside the section." if (~inside).any() else ""),
             Figure("Overlay", overlay(grey, rgb, mask=inside)),
             Figure("Uncertainty (1 - probability of the chosen class)", uncertainty,
                    caption="Dark: certain; bright: the model hesitates between classes."),
+            Legend(list(card.class_names), np.asarray(card.class_colors, np.uint8), title="Classes"),
         ]),
         Section("Modal mineralogy", [
             Figure("Area per class inside the section", chart),

@@ -25,10 +25,20 @@ Windows of ``--window`` px overlapping by ``--overlap`` (the sample context of 1
 tiles: 384 / 64). The three class maps must be equal. Output: the table on stdout and
 ``benchmarks/results/infer_memory.json`` / ``.md``.
 
+``--end-to-end`` adds the row of the whole user path instead: a raw uint8 SEM of
+``--e2e-size`` squared (30,000 by default: 900 megapixels) through
+``mineralseg.infer.predict.predict_image`` (lazy read, preview, strip-wise resampling to
+a working grid ``--e2e-scale`` times coarser, normalisation, banded prediction, tiled TIFFs,
+mineralogy, report) with a real U-Net resnet18 (random weights: the memory and time do
+not depend on them), all cores. It also gives the time the study's 88,421 x 89,133 mosaic
+would take on this machine (time per input pixel, scaled). The rows are appended, dated,
+to ``end_to_end`` in the same JSON (the blending rows are kept).
+
 Usage::
 
     python benchmarks/infer_memory.py                 # 12,000 x 12,000
     python benchmarks/infer_memory.py --size 4000     # quick run
+    python benchmarks/infer_memory.py --end-to-end    # 30,000 x 30,000 raw SEM through predict
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py, beside this script)
-from prep_memory import SINGLE_THREAD_ENV, _rss_mb  # noqa: E402  (same peak-RSS measure)
+from prep_memory import SINGLE_THREAD_ENV, _rss_mb, write_synthetic_sem  # noqa: E402  (same peak-RSS measure)
 
 METHODS = ("whole", "banded", "banded-out")
 TITLES = {
@@ -56,6 +66,8 @@ TITLES = {
     "banded-out": "predict_class_bands -> TiffBlockWriter (class map straight to a tiled TIFF)",
 }
 WRITE_ROWS = 1000
+#: The study's biggest SEM mosaic (a raw uint8 file), for the time estimate.
+STUDY_MOSAIC = (88_421, 89_133)
 
 
 def write_image(path: Path, size: int, seed: int = 0) -> None:
@@ -103,6 +115,81 @@ def run_child(method: str, image_path: Path, out: Path, args) -> dict:
                     writer.write(classes)
     seconds = time.perf_counter() - t0
     return {"time_s": round(seconds, 2), "peak_rss_mb": round(_rss_mb(), 1), "baseline_rss_mb": round(baseline, 1)}
+
+
+def e2e_child(raw: Path, size: int, scale: float, out: Path) -> dict:
+    """``predict_image`` on a raw SEM with a random-init U-Net resnet18 (all threads)."""
+    import torch
+
+    from mineralseg.infer.predict import PredictSettings, predict_image
+    from mineralseg.model_card import ModelCard
+    from mineralseg.models import build_model
+
+    torch.manual_seed(0)
+    names = ("pores_background", "quartz", "albite", "clay_accessories")
+    card = ModelCard(class_names=names, class_colors=((255, 255, 255), (255, 192, 192), (0, 255, 255), (0, 160, 0)),
+                     ignore_index=255, arch="unet", encoder="resnet18", mean=0.5, std=0.25, input_size=256,
+                     tile_size=256, out_size=256, sem_scale=1,
+                     sem_normalisation={"method": "percentile", "low": 0.5, "high": 99.5, "drift": True},
+                     sem_px_per_working_px=scale)  # fmt: skip
+    model = build_model("unet", "resnet18", num_classes=len(names), in_channels=1, encoder_weights=None).eval()
+    settings = PredictSettings(raw_shape=(size, size), raw_dtype="uint8", batch_size=8)
+    baseline = _rss_mb()
+    result = predict_image(model, card, raw, out, settings, progress=False)
+    return {"time_s": round(result.seconds, 1), "peak_rss_mb": round(_rss_mb(), 1),
+            "baseline_rss_mb": round(baseline, 1), "threads": torch.get_num_threads(),
+            "working_shape": list(result.working_shape), "image_mpx_per_s": round(result.mpx_per_s, 3)}
+
+
+def end_to_end(args) -> dict:
+    """Write the raw SEM, run :func:`e2e_child` in its own process, return the dated row."""
+    workdir = Path(tempfile.mkdtemp(prefix="infer_e2e-", dir=args.tmp))
+    try:
+        raw = workdir / "sem.raw"
+        write_synthetic_sem(raw, args.e2e_size)
+        cmd = [sys.executable, __file__, "--e2e-child", "--image", str(raw), "--child-out", str(workdir / "out"),
+               "--e2e-size", str(args.e2e_size), "--e2e-scale", str(args.e2e_scale)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"end-to-end run failed:\n{proc.stderr}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    pixels = args.e2e_size**2
+    study = STUDY_MOSAIC[0] * STUDY_MOSAIC[1]
+    row.update({
+        "method": "mineralseg predict (U-Net resnet18, random weights)",
+        "image_shape": [args.e2e_size, args.e2e_size],
+        "image_px_per_working_px": args.e2e_scale,
+        "study_mosaic_shape": list(STUDY_MOSAIC),
+        "study_mosaic_estimate_h": round(row["time_s"] * study / pixels / 3600, 2),
+        "date": common.today(),
+        "machine": common.machine_info(),
+    })
+    return row
+
+
+def e2e_markdown(rows: list[dict]) -> str:
+    lines = [
+        "",
+        "## End to end: a raw SEM through `mineralseg predict`",
+        "",
+        "Lazy read, preview statistics, strip-wise resampling to the working grid, normalisation, banded "
+        "prediction with a U-Net resnet18 (random weights), labels/uncertainty TIFFs, mineralogy and report; "
+        "all cores. The study-mosaic time scales the measured time per input pixel to 88,421 x 89,133.",
+        "",
+        "| date | image | working grid | peak RSS (MB) | of which interpreter + libraries (MB) | time (s) | "
+        "image Mpx/s | study mosaic, estimated (h) | machine |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['date']} | {r['image_shape'][0]:,} x {r['image_shape'][1]:,} | "
+            f"{r['working_shape'][0]:,} x {r['working_shape'][1]:,} (1/{r['image_px_per_working_px']:g}) | "
+            f"{r['peak_rss_mb']:,.0f} | {r['baseline_rss_mb']:,.0f} | {r['time_s']:,.0f} | {r['image_mpx_per_s']:.2f} | "
+            f"{r['study_mosaic_estimate_h']:.1f} | {common.machine_line(r['machine'])}, {r['threads']} threads |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def spawn(method: str, image: Path, workdir: Path, args) -> dict:
@@ -155,9 +242,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--end-to-end", action="store_true", help="run the end-to-end predict row instead")
+    parser.add_argument("--e2e-size", type=int, default=30_000, help="side of the raw SEM (default 30000)")
+    parser.add_argument("--e2e-scale", type=float, default=4.0, help="image px per working px (default 4)")
+    parser.add_argument("--e2e-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(run_child(args.child, args.image, args.child_out, args)))
+        return 0
+    if args.e2e_child:
+        print(json.dumps(e2e_child(args.image, args.e2e_size, args.e2e_scale, args.child_out)))
+        return 0
+    if args.end_to_end:
+        from mineralseg.io import atomic_path, write_json
+
+        row = end_to_end(args)
+        print(f"end to end: peak RSS {row['peak_rss_mb']:,.0f} MB, {row['time_s']:,.0f} s, "
+              f"{row['image_mpx_per_s']:.2f} image Mpx/s; study mosaic about {row['study_mosaic_estimate_h']:.1f} h")
+        path = args.results / "infer_memory.json"
+        report = json.loads(path.read_text()) if path.is_file() else {"benchmark": "infer_memory"}
+        report.setdefault("end_to_end", []).append(row)
+        write_json(path, report)
+        if "results" in report:
+            with atomic_path(args.results / "infer_memory.md") as tmp:
+                tmp.write_text(markdown(report) + e2e_markdown(report["end_to_end"]))
         return 0
     if args.size < args.window or not 0 <= args.overlap < args.window:
         raise SystemExit("need --size >= --window and 0 <= --overlap < --window")
@@ -191,10 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"class maps identical: {identical}")
     args.results.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((args.results / "infer_memory.json").read_text()) if (
+        args.results / "infer_memory.json").is_file() else {}
+    if previous.get("end_to_end"):  # keep the end-to-end rows
+        report["end_to_end"] = previous["end_to_end"]
     write_json(args.results / "infer_memory.json", report)
     if len(results) == len(METHODS):
         with atomic_path(args.results / "infer_memory.md") as tmp:
-            tmp.write_text(markdown(report))
+            tmp.write_text(markdown(report) + e2e_markdown(report.get("end_to_end", [])))
     return 0 if identical else 1
 
 

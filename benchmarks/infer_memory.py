@@ -165,6 +165,7 @@ def end_to_end(args) -> dict:
         "study_mosaic_estimate_h": round(row["time_s"] * study / pixels / 3600, 2),
         "date": common.today(),
         "machine": common.machine_info(),
+        "note": args.note,
     })
     return row
 
@@ -182,6 +183,7 @@ def e2e_markdown(rows: list[dict]) -> str:
         "image Mpx/s | study mosaic, estimated (h) | machine |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = [f"- {r['date']}: {r['note']}" for r in rows if r.get("note")]
     for r in rows:
         lines.append(
             f"| {r['date']} | {r['image_shape'][0]:,} x {r['image_shape'][1]:,} | "
@@ -189,7 +191,7 @@ def e2e_markdown(rows: list[dict]) -> str:
             f"{r['peak_rss_mb']:,.0f} | {r['baseline_rss_mb']:,.0f} | {r['time_s']:,.0f} | {r['image_mpx_per_s']:.2f} | "
             f"{r['study_mosaic_estimate_h']:.1f} | {common.machine_line(r['machine'])}, {r['threads']} threads |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def spawn(method: str, image: Path, workdir: Path, args) -> dict:
@@ -246,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-size", type=int, default=30_000, help="side of the raw SEM (default 30000)")
     parser.add_argument("--e2e-scale", type=float, default=4.0, help="image px per working px (default 4)")
     parser.add_argument("--e2e-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--note", default=None, help="a remark stored with the end-to-end row (e.g. machine load)")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(run_child(args.child, args.image, args.child_out, args)))

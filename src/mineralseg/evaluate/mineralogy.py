@@ -35,6 +35,7 @@ __all__ = [
     "ModalMineralogy",
     "class_counts",
     "default_excluded_classes",
+    "default_mount_classes",
     "default_pore_classes",
     "modal_mineralogy",
     "write_mineralogy",
@@ -156,6 +157,30 @@ def default_excluded_classes(class_names: Sequence[str]) -> tuple[str, ...]:
     ('background', 'epoxy_mount')
     """
     return tuple(n for n in class_names if _words(n) and all(w in EXCLUDED_NAMES for w in _words(n)))
+
+
+def default_mount_classes(class_names: Sequence[str]) -> tuple[str, ...]:
+    """Classes the mount around the section belongs to.
+
+    The excluded classes (:func:`default_excluded_classes`) when there are any, else the
+    classes that merge the mount with something else (a name with one of the
+    :data:`EXCLUDED_NAMES` among its words, e.g. 'pores_background' of the study's 4
+    groups). Empty for rock from edge to edge ('air' in the sandstone XRM phases is
+    pore space, not a mount).
+
+    Examples
+    --------
+    >>> default_mount_classes(["pore", "quartz", "background"])
+    ('background',)
+    >>> default_mount_classes(["pores_background", "quartz"])
+    ('pores_background',)
+    >>> default_mount_classes(["air", "quartz"])
+    ()
+    """
+    excluded = default_excluded_classes(class_names)
+    if excluded:
+        return excluded
+    return tuple(n for n in class_names if any(w in EXCLUDED_NAMES for w in _words(n)))
 
 
 def _check_names(given: Sequence[str], names: Sequence[str], what: str) -> tuple[str, ...]:

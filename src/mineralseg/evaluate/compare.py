@@ -46,14 +46,24 @@ from tqdm import tqdm
 import mineralseg.io as mio
 from mineralseg.classes import ClassSchema, load_schema, read_label_map
 from mineralseg.errors import DataError, UserError
-from mineralseg.evaluate.metrics import ConfusionMatrix, metrics_from_confusion
+from mineralseg.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix, metrics_from_confusion
 from mineralseg.evaluate.mineralogy import (
     ModalMineralogy,
     default_mount_classes,
     modal_mineralogy,
     write_csv,
 )
+from mineralseg.prep.mosaic import repair_mosaic
 from mineralseg.prep.outline import label_sample_mask
+from mineralseg.prep.qa import plot_label_edges
+from mineralseg.prep.registration import _stretch_matrix  # the naive placement, "same field"
+from mineralseg.prep.registration_labels import (
+    SectionMask,
+    class_levels,
+    register_label_maps,
+    section_mask,
+    warp_labels,
+)
 
 __all__ = ["CompareResult", "PredictedMap", "compare", "open_predicted_map", "qemscan_to_classes"]
 
@@ -67,6 +77,13 @@ AGREE_GREY = 190
 # Colours tried, in order, for pixels not compared (outside the overlap, or mount in
 # both maps); the first one no class uses.
 NOT_COMPARED_COLORS = ((255, 255, 255), (0, 0, 0), (96, 96, 96))
+OUTPUT_FILES = ("metrics.json", "mineralogy_compare.csv", "mineralogy_compare.json", "disagreement.png",
+                "registration_qa.png")
+SCORED_PIXELS = "pixels both maps cover, where at least one calls section (mount in both left out)"
+PLACEMENT_CONVENTION = (
+    "label_to_sem of docs/CONTRACTS.md with the prediction in place of the SEM: "
+    "[x_pred, y_pred, 1] = M @ [x_qemscan, y_qemscan, 1], pixel centres at integers"
+)
 MINERALOGY_COLUMNS = (
     "class", "predicted_pixels", "predicted_area_percent", "qemscan_pixels", "qemscan_area_percent",
     "difference_percent_points", "predicted_area_mm2", "qemscan_area_mm2",
@@ -90,12 +107,15 @@ class PredictedMap:
     class_colors : (C, 3) uint8 ndarray
     source : str
         Where the class table came from ("labels.tif metadata" or "palette groups").
+    path : str
+        The file.
     """
 
     ids: Any
     class_names: tuple[str, ...]
     class_colors: np.ndarray = field(repr=False)
     source: str
+    path: str
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,12 +136,18 @@ class CompareResult:
         ``registration``, ``inputs``, ``scored_pixels``...).
     predicted, qemscan : ModalMineralogy
         The two modal mineralogies on the common area.
+    class_colors : (C, 3) uint8 ndarray
+        Colour of each class of ``metrics["class_names"]`` (for charts).
+    files : dict of str to Path
+        Each output file by name.
     """
 
     out: Path
     metrics: dict[str, Any]
     predicted: ModalMineralogy
     qemscan: ModalMineralogy
+    class_colors: np.ndarray = field(repr=False)
+    files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -232,7 +258,8 @@ def open_predicted_map(path: str | os.PathLike, schema: ClassSchema | str) -> Pr
     else:
         names, colors = schema.group_names, schema.group_colors
         source = f"groups of palette {schema.name!r} (no class table in the file)"
-    return PredictedMap(ids=ids, class_names=tuple(names), class_colors=np.asarray(colors, np.uint8), source=source)
+    return PredictedMap(ids=ids, class_names=tuple(names), class_colors=np.asarray(colors, np.uint8), source=source,
+                        path=str(path))
 
 
 def _colors_by_name(schema: ClassSchema, names: Sequence[str]) -> np.ndarray:
@@ -253,7 +280,7 @@ def qemscan_to_classes(schema: ClassSchema, class_names: Sequence[str]) -> np.nd
         The names match neither; the message lists both.
     """
     names = list(class_names)
-    lut = np.full(256, schema.ignore_index, dtype=np.uint8)
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)  # unknown colours and unused ids: unknown
     if sorted(names) == sorted(schema.group_names):
         groups = schema.group_names
         for i, m in enumerate(schema.minerals):
@@ -297,18 +324,18 @@ class _Accumulator:
 
     def __post_init__(self) -> None:
         c = self.num_classes
-        self.cm = ConfusionMatrix(c, ignore_index=255)
+        self.cm = ConfusionMatrix(c, ignore_index=IGNORE_INDEX)
         self.pred_counts = np.zeros(c, np.int64)
         self.qem_counts = np.zeros(c, np.int64)
         hp, wp = max(1, self.shape[0] // self.step), max(1, self.shape[1] // self.step)
-        self.preview_pred = np.full((hp, wp), 255, np.uint8)
-        self.preview_qem = np.full((hp, wp), 255, np.uint8)
+        self.preview_pred = np.full((hp, wp), IGNORE_INDEX, np.uint8)
+        self.preview_qem = np.full((hp, wp), IGNORE_INDEX, np.uint8)
         self.preview_scored = np.zeros((hp, wp), bool)
 
     def add(self, r0: int, pred: np.ndarray, qem: np.ndarray, pred_in: np.ndarray, qem_in: np.ndarray) -> None:
-        common = (pred != 255) & (qem != 255)
+        common = (pred != IGNORE_INDEX) & (qem != IGNORE_INDEX)
         scored = common & (pred_in | qem_in)
-        truth = np.where(scored, qem, np.uint8(255))
+        truth = np.where(scored, qem, np.uint8(IGNORE_INDEX))
         self.cm.update(truth, pred)
         c = self.num_classes
         self.pred_counts += np.bincount(pred[common & pred_in], minlength=c)[:c]
@@ -341,9 +368,6 @@ def _disagreement_rgb(acc: _Accumulator, colors: np.ndarray) -> np.ndarray:
 
 def _registration_figure(acc: _Accumulator, num_classes: int, path: Path, title: str) -> None:
     """QEMSCAN class edges (red) over the prediction's classes as grey levels."""
-    from mineralseg.prep.qa import plot_label_edges
-    from mineralseg.prep.registration_labels import class_levels
-
     grey = class_levels(num_classes)[acc.preview_pred]
     h, w = grey.shape
     crop = (h // 2 - h // 8, h // 2 + h // 8, w // 2 - w // 8, w // 2 + w // 8) if min(h, w) >= 16 else None
@@ -436,119 +460,130 @@ def compare(
     if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise UserError(f"pixel size must be a positive number of micrometres, got {pixel_size_um}")
     show = sys.stderr.isatty() if progress is None else bool(progress)
+    inputs = {"predicted": str(predicted), "qemscan": str(qemscan_map)}
     with mio.atomic_dir(out, overwrite=overwrite) as tmp:
         pred_map = open_predicted_map(predicted, schema)
         try:
-            result = _compare(pred_map, Path(qemscan_map), schema, tmp, coding=coding, repair_seams=repair_seams,
-                              pixel_size_um=pixel_size_um, register=register, unknown=unknown,
-                              tolerance=tolerance, max_rotation_deg=max_rotation_deg, show=show,
-                              inputs={"predicted": str(predicted), "qemscan": str(qemscan_map)})
+            names = list(pred_map.class_names)
+            lut = qemscan_to_classes(schema, names)
+            qem, seams = _read_qemscan(Path(qemscan_map), schema, lut, coding=coding, unknown=unknown,
+                                       tolerance=tolerance, repair_seams=repair_seams)
+            background = [names.index(n) for n in default_mount_classes(names)]
+            label_to_pred, registration = _place(qem, pred_map, background, register=register,
+                                                 max_rotation_deg=max_rotation_deg)
+            qem_section, pred_section = _sections(qem, pred_map, background)
+            acc = _score(pred_map, qem, qem_section, pred_section, label_to_pred, show=show)
         finally:
             if hasattr(pred_map.ids, "close"):
                 pred_map.ids.close()
-    return CompareResult(out=Path(out), **result)
+        if acc.cm.total == 0:
+            raise DataError(
+                f"the QEMSCAN map {qemscan_map} and the prediction {predicted} share no section pixel after "
+                "registration; check that they show the same sample"
+            )
+        try:
+            pred_min = modal_mineralogy(acc.pred_counts, names, pixel_size_um=pixel_size_um)
+            qem_min = modal_mineralogy(acc.qem_counts, names, pixel_size_um=pixel_size_um)
+        except DataError as exc:
+            raise DataError(f"modal mineralogy on the common area of {predicted} and {qemscan_map}: {exc}") from None
+        metrics = metrics_from_confusion(acc.cm, names)
+        metrics.update(
+            confusion_rows="QEMSCAN", confusion_columns="prediction", scored=SCORED_PIXELS,
+            common_pixels=acc.common_pixels, registration=registration, seam_repair=seams,
+            class_table=pred_map.source, prediction_shape=list(pred_map.shape), qemscan_shape=list(qem.shape),
+            palette=schema.name, inputs=inputs, pixel_size_um=pixel_size_um,
+        )
+        _write_outputs(tmp, acc, metrics, pred_min, qem_min, pred_map.class_colors)
+    out = Path(out)
+    return CompareResult(out=out, metrics=metrics, predicted=pred_min, qemscan=qem_min,
+                         class_colors=pred_map.class_colors, files={k: out / k for k in OUTPUT_FILES})
 
 
-def _compare(
-    pred_map: PredictedMap, qemscan_path: Path, schema: ClassSchema, tmp: Path, *, coding: str,
-    repair_seams: bool, pixel_size_um: float | None, register: bool, unknown: str, tolerance: float,
-    max_rotation_deg: float, show: bool, inputs: dict[str, str],
-) -> dict[str, Any]:
-    from mineralseg.prep.registration import _stretch_matrix
-    from mineralseg.prep.registration_labels import (
-        SectionMask,
-        register_label_maps,
-        section_mask,
-        warp_labels,
-    )
-
-    names = list(pred_map.class_names)
-    c = len(names)
-    ignore = schema.ignore_index
-    lut = qemscan_to_classes(schema, names)
-    if not qemscan_path.exists():
-        raise DataError(f"QEMSCAN map not found: {qemscan_path}")
-    minerals = read_label_map(qemscan_path, schema, coding=coding, level="minerals", unknown=unknown,
-                              tolerance=tolerance)
+def _read_qemscan(
+    path: Path, schema: ClassSchema, lut: np.ndarray, *, coding: str, unknown: str, tolerance: float,
+    repair_seams: bool,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The QEMSCAN map in the prediction's class ids (repaired when asked) and the repair record."""
+    if not path.exists():
+        raise DataError(f"QEMSCAN map not found: {path}")
+    minerals = read_label_map(path, schema, coding=coding, level="minerals", unknown=unknown, tolerance=tolerance)
     seams: dict[str, Any] = {"applied": False}
     if repair_seams:
-        from mineralseg.prep.mosaic import repair_mosaic
-
-        rep = repair_mosaic(minerals, ignore_index=ignore)
-        seams = {"applied": bool(rep.detected), "field_size": rep.field_size, "seam_width": rep.seam_width,
-                 "confidence": rep.confidence, "damaged_shape": list(minerals.shape),
-                 "repaired_shape": list(rep.repaired.shape)}
+        rep = repair_mosaic(minerals, ignore_index=schema.ignore_index)
+        seams = _plain({"applied": rep.detected, "field_size": rep.field_size, "seam_width": rep.seam_width,
+                        "confidence": rep.confidence, "damaged_shape": minerals.shape,
+                        "repaired_shape": rep.repaired.shape})
         minerals = rep.repaired
-    qem = lut[minerals]
+    return lut[minerals], seams
 
-    background = [names.index(n) for n in default_mount_classes(names)]
-    h, w = pred_map.shape
+
+def _place(
+    qem: np.ndarray, pred_map: PredictedMap, background: list[int], *, register: bool, max_rotation_deg: float,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``label_to_prediction`` (3x3) and its JSON record: registered, or stretched over the prediction."""
     if register:
-        reg = register_label_maps(qem, pred_map.ids, num_classes=c, background_ids=background,
-                                  ignore_index=ignore, max_rotation_deg=max_rotation_deg,
-                                  target_name=f"the predicted map {inputs['predicted']}")
-        label_to_pred = reg.matrix
-        registration = reg.to_dict()
-        registration["score"] = "normalised mutual information of QEMSCAN ids and the rendered prediction (0..1)"
+        reg = register_label_maps(qem, pred_map.ids, num_classes=len(pred_map.class_names),
+                                  background_ids=background, ignore_index=IGNORE_INDEX,
+                                  max_rotation_deg=max_rotation_deg, target_name=f"the predicted map {pred_map.path}")
+        matrix, record = reg.matrix, reg.to_dict()
+        record["score"] = "normalised mutual information of QEMSCAN ids and the rendered prediction (0..1)"
     else:
-        label_to_pred = _stretch_matrix((h, w), qem.shape)
-        registration = {"label_to_sem": label_to_pred.tolist(), "method": "none: QEMSCAN stretched over the prediction"}
-    registration["label_to_prediction"] = np.asarray(label_to_pred, dtype=float).tolist()
-    registration["convention"] = "label_to_sem with the prediction in place of the SEM: [x_pred, y_pred, 1] = M @ [x_qemscan, y_qemscan, 1]"
+        matrix = _stretch_matrix(pred_map.shape, qem.shape)
+        record = {"method": "none: the QEMSCAN map stretched over the prediction (same field)"}
+    record["label_to_prediction"] = np.asarray(matrix, dtype=float).tolist()
+    record["convention"] = PLACEMENT_CONVENTION
+    return matrix, record
 
-    if background:
-        qem_section = label_sample_mask(qem, background, ignore_index=ignore).astype(np.uint8)
-        pred_section = section_mask(pred_map.ids, background, ignore_index=ignore,
-                                    what=f"the predicted map {inputs['predicted']}")
-    else:  # no mount class: rock from edge to edge, every pixel is section
-        qem_section = np.ones(qem.shape, np.uint8)
-        pred_section = SectionMask(mask=np.ones((1, 1), bool), step=max(h, w))
 
-    step = max(1, math.ceil(max(h, w) / DISPLAY_SIDE))
-    acc = _Accumulator(c, (h, w), step)
+def _sections(qem: np.ndarray, pred_map: PredictedMap, background: list[int]) -> tuple[np.ndarray, SectionMask]:
+    """Section of the QEMSCAN (uint8 0/1, label grid) and of the prediction; all of both without a mount class."""
+    if not background:  # rock from edge to edge
+        return np.ones(qem.shape, np.uint8), SectionMask(mask=np.ones((1, 1), bool), step=max(pred_map.shape))
+    qem_section = label_sample_mask(qem, background, ignore_index=IGNORE_INDEX).astype(np.uint8)
+    pred_section = section_mask(pred_map.ids, background, ignore_index=IGNORE_INDEX,
+                                what=f"the predicted map {pred_map.path}")
+    return qem_section, pred_section
+
+
+def _score(
+    pred_map: PredictedMap, qem: np.ndarray, qem_section: np.ndarray, pred_section: SectionMask,
+    label_to_pred: np.ndarray, *, show: bool,
+) -> _Accumulator:
+    """Read the prediction strip by strip, resample the QEMSCAN onto each strip, add up."""
+    (h, w), c = pred_map.shape, len(pred_map.class_names)
+    acc = _Accumulator(c, (h, w), max(1, math.ceil(max(h, w) / DISPLAY_SIDE)))
     rows_per_strip = max(1, STRIP_PIXELS // w)
     starts = range(0, h, rows_per_strip)
     for r0 in tqdm(starts, desc="compare", unit="strip", disable=not show, leave=False, file=sys.stderr):
         r1 = min(r0 + rows_per_strip, h)
         pred = np.asarray(pred_map.ids[r0:r1, 0:w])
-        bad = pred[(pred >= c) & (pred != ignore)]
+        bad = pred[(pred >= c) & (pred != IGNORE_INDEX)]
         if bad.size:
-            raise DataError(f"{inputs['predicted']}: class id {int(bad.max())} in rows {r0}..{r1 - 1}, but the map has {c} "
-                            f"classes {names}")
-        q = warp_labels(qem, label_to_pred, (r0, r1), w, fill=255)
+            raise DataError(f"{pred_map.path}: class id {int(bad.max())} in rows {r0}..{r1 - 1}, but the map has "
+                            f"{c} classes {list(pred_map.class_names)}")
+        q = warp_labels(qem, label_to_pred, (r0, r1), w, fill=IGNORE_INDEX)
         q_in = warp_labels(qem_section, label_to_pred, (r0, r1), w, fill=0).astype(bool)
         acc.add(r0, pred, q, pred_section.rows(r0, r1, 0, w), q_in)
-    if acc.cm.total == 0:
-        raise DataError(
-            f"the QEMSCAN map {qemscan_path} and the prediction {inputs['predicted']} share no section pixel after "
-            "registration; check that they show the same sample"
-        )
+    return acc
 
-    metrics = metrics_from_confusion(acc.cm, names)
-    try:
-        pred_min = modal_mineralogy(acc.pred_counts, names, pixel_size_um=pixel_size_um)
-        qem_min = modal_mineralogy(acc.qem_counts, names, pixel_size_um=pixel_size_um)
-    except DataError as exc:
-        raise DataError(f"modal mineralogy on the common area of {inputs['predicted']} and {qemscan_path}: {exc}") from None
-    metrics.update(
-        confusion_rows="QEMSCAN", confusion_columns="prediction",
-        scored="pixels both maps cover, where at least one calls section (mount in both left out)",
-        common_pixels=acc.common_pixels, registration=registration, seam_repair=_plain(seams),
-        class_table=pred_map.source, prediction_shape=[h, w], qemscan_shape=list(qem.shape),
-        palette=schema.name, inputs=inputs, pixel_size_um=pixel_size_um,
-    )
-    mio.write_json(tmp / "metrics.json", metrics)
-    rows = _mineralogy_rows(pred_min, qem_min, names)
-    write_csv(tmp / "mineralogy_compare.csv", MINERALOGY_COLUMNS, rows)
-    mio.write_json(tmp / "mineralogy_compare.json",
+
+def _write_outputs(
+    folder: Path, acc: _Accumulator, metrics: dict[str, Any], pred_min: ModalMineralogy, qem_min: ModalMineralogy,
+    colors: np.ndarray,
+) -> None:
+    """Every output file of :func:`compare` into ``folder``."""
+    mio.write_json(folder / "metrics.json", metrics)
+    rows = _mineralogy_rows(pred_min, qem_min, metrics["class_names"])
+    write_csv(folder / "mineralogy_compare.csv", MINERALOGY_COLUMNS, rows)
+    mio.write_json(folder / "mineralogy_compare.json",
                    {"classes": rows, "predicted": pred_min.to_dict(), "qemscan": qem_min.to_dict(),
                     "area": "each map inside its own section, on the area both maps cover"})
-    mio.write_png(tmp / "disagreement.png", _disagreement_rgb(acc, pred_map.class_colors))
+    mio.write_png(folder / "disagreement.png", _disagreement_rgb(acc, colors))
     title = "QEMSCAN class edges (red) over the prediction"
-    if "score_after" in registration:
-        title += f": score {registration['score_before']:.3f} -> {registration['score_after']:.3f}"
-    _registration_figure(acc, c, tmp / "registration_qa.png", title)
-    return {"metrics": metrics, "predicted": pred_min, "qemscan": qem_min}
+    reg = metrics["registration"]
+    if "score_after" in reg:
+        title += f": score {reg['score_before']:.3f} -> {reg['score_after']:.3f}"
+    _registration_figure(acc, len(colors), folder / "registration_qa.png", title)
 
 
 def _plain(obj: Any) -> Any:

@@ -89,6 +89,10 @@ def test_truth_against_itself_gives_iou_1_and_the_known_fractions(pair5, tmp_pat
     assert set(present) >= {"pore", "quartz", "albite", "clay_accessories"}
     assert all(m["iou"][n] == 1.0 for n in present)
     assert m["miou"] == 1.0 and m["pixel_accuracy"] == 1.0
+    # the mount that both maps agree on is not scored: only the section's pixels are
+    assert m["common_pixels"] == 640 * 640
+    assert m["num_pixels"] == result.predicted.section_pixels + m["support"]["background"]
+    assert m["num_pixels"] < 0.9 * m["common_pixels"]
     np.testing.assert_allclose(np.asarray(m["registration"]["label_to_prediction"]), np.eye(3), atol=1e-3)
     expected = s.truth_dict()["group_fractions"]  # share of each group inside the section
     for mineralogy in (result.predicted, result.qemscan):

@@ -116,6 +116,12 @@ def test_compare_registers_the_coarse_qemscan(pair5, tmp_path):
     assert corner_error(reg["label_to_prediction"], s.label_to_sem, s.labels_clean.shape) < 1.0
     # a QEMSCAN 8x coarser than the truth: boundaries blur, fractions stay close
     assert result.metrics["iou"]["quartz"] > 0.8
+    # the mount is not scored (only its errors would be): out of the IoU and the means
+    assert result.metrics["iou"]["background"] is None
+    assert result.metrics["classes_in_mean"] == ["pore", "quartz", "albite", "clay_accessories"]
+    assert result.metrics["miou"] == pytest.approx(np.mean([result.metrics["iou"][n] for n in
+                                                            result.metrics["classes_in_mean"]]))
+    assert result.metrics["miou"] > 0.7
     expected = s.truth_dict()["group_fractions"]
     got = dict(zip(result.qemscan.class_names, result.qemscan.area_percent))
     for name in ("pore", "quartz", "albite", "clay_accessories"):

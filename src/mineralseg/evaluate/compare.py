@@ -49,6 +49,7 @@ from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix, metrics_from_confusion
 from mineralseg.evaluate.mineralogy import (
     ModalMineralogy,
+    default_excluded_classes,
     default_mount_classes,
     modal_mineralogy,
     write_csv,
@@ -486,7 +487,7 @@ def compare(
             qem_min = modal_mineralogy(acc.qem_counts, names, pixel_size_um=pixel_size_um)
         except DataError as exc:
             raise DataError(f"modal mineralogy on the common area of {predicted} and {qemscan_map}: {exc}") from None
-        metrics = metrics_from_confusion(acc.cm, names)
+        metrics = _section_metrics(metrics_from_confusion(acc.cm, names), default_excluded_classes(names))
         metrics.update(
             confusion_rows="QEMSCAN", confusion_columns="prediction", scored=SCORED_PIXELS,
             common_pixels=acc.common_pixels, registration=registration, seam_repair=seams,
@@ -497,6 +498,25 @@ def compare(
     out = Path(out)
     return CompareResult(out=out, metrics=metrics, predicted=pred_min, qemscan=qem_min,
                          class_colors=pred_map.class_colors, files={k: out / k for k in OUTPUT_FILES})
+
+
+def _section_metrics(metrics: dict[str, Any], mount: Sequence[str]) -> dict[str, Any]:
+    """Leave the mount classes out of the per-class scores and the means.
+
+    Mount that both maps agree on is not scored, so a mount class's pixels are only its
+    errors and its IoU would be near 0 by construction; its errors still count against
+    the section classes (as false positives or negatives) and in the pixel accuracy.
+    """
+    for name in mount:
+        for key in ("iou", "f1", "precision", "recall"):
+            metrics[key][name] = None
+    for key, mean in (("iou", "miou"), ("f1", "mean_f1"), ("precision", "mean_precision"),
+                      ("recall", "mean_recall")):  # fmt: skip
+        values = [v for v in metrics[key].values() if v is not None]
+        metrics[mean] = float(np.mean(values)) if values else None
+    metrics["classes_in_mean"] = [n for n in metrics["class_names"] if metrics["iou"][n] is not None]
+    metrics["not_scored"] = {"classes": list(mount), "why": "mount outside the section: only its errors are scored"}
+    return metrics
 
 
 def _read_qemscan(

@@ -120,6 +120,7 @@ class PredictedMap:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the map."""
         return int(self.ids.shape[0]), int(self.ids.shape[1])
 
 
@@ -134,7 +135,7 @@ class CompareResult:
     metrics : dict
         Contents of ``metrics.json`` (scores as in
         :func:`~mineralseg.evaluate.metrics.metrics_from_confusion`, plus
-        ``registration``, ``inputs``, ``scored_pixels``...).
+        ``registration``, ``inputs``, ``scored``, ``not_scored``...).
     predicted, qemscan : ModalMineralogy
         The two modal mineralogies on the common area.
     class_colors : (C, 3) uint8 ndarray
@@ -470,9 +471,9 @@ def compare(
             qem, seams = _read_qemscan(Path(qemscan_map), schema, lut, coding=coding, unknown=unknown,
                                        tolerance=tolerance, repair_seams=repair_seams)
             background = [names.index(n) for n in default_mount_classes(names)]
-            label_to_pred, registration = _place(qem, pred_map, background, register=register,
-                                                 max_rotation_deg=max_rotation_deg)
             qem_section, pred_section = _sections(qem, pred_map, background)
+            label_to_pred, registration = _place(qem, pred_map, background, pred_section, register=register,
+                                                 max_rotation_deg=max_rotation_deg)
             acc = _score(pred_map, qem, qem_section, pred_section, label_to_pred, show=show)
         finally:
             if hasattr(pred_map.ids, "close"):
@@ -538,13 +539,15 @@ def _read_qemscan(
 
 
 def _place(
-    qem: np.ndarray, pred_map: PredictedMap, background: list[int], *, register: bool, max_rotation_deg: float,
+    qem: np.ndarray, pred_map: PredictedMap, background: list[int], pred_section: SectionMask, *, register: bool,
+    max_rotation_deg: float,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``label_to_prediction`` (3x3) and its JSON record: registered, or stretched over the prediction."""
     if register:
         reg = register_label_maps(qem, pred_map.ids, num_classes=len(pred_map.class_names),
                                   background_ids=background, ignore_index=IGNORE_INDEX,
-                                  max_rotation_deg=max_rotation_deg, target_name=f"the predicted map {pred_map.path}")
+                                  max_rotation_deg=max_rotation_deg, target_name=f"the predicted map {pred_map.path}",
+                                  target_section=pred_section if background else None)
         matrix, record = reg.matrix, reg.to_dict()
         record["score"] = "normalised mutual information of QEMSCAN ids and the rendered prediction (0..1)"
     else:

@@ -201,6 +201,7 @@ def register_label_maps(
     ignore_index: int | None = 255,
     max_rotation_deg: float = 3.0,
     target_name: str = "target class map",
+    target_section: SectionMask | None = None,
 ) -> RegistrationResult:
     """Estimate the affine transform of a coarse label map onto a fine class map.
 
@@ -224,6 +225,9 @@ def register_label_maps(
         Rotation range searched (round sections) or accepted (elongated sections).
     target_name : str
         How error messages call ``target`` (e.g. its path).
+    target_section : SectionMask, optional
+        The section of ``target`` if already known (:func:`section_mask` with the same
+        ``background_ids``); saves a pass over ``target``.
 
     Returns
     -------
@@ -273,11 +277,14 @@ def register_label_maps(
     if mount_id == ignore_index or mount_id > 255:
         raise UserError(f"too many classes ({n}) to register: ids up to {n} must fit in uint8 besides {ignore_index}")
 
+    known = labels if ignore_index is None else labels[labels != ignore_index]
+    if known.size and int(known.max()) >= n:
+        raise DataError(f"label map holds class id {int(known.max())}, outside 0..{n - 1} (num_classes={n})")
     label_section = label_sample_mask(labels, background, ignore_index=ignore_index)
     moving = labels.copy()
     moving[np.isin(labels, background) & ~label_section] = mount_id
 
-    section = section_mask(target, background, ignore_index=ignore_index, what=target_name)
+    section = target_section or section_mask(target, background, ignore_index=ignore_index, what=target_name)
     share = section.share
     if share > MAX_SECTION_SHARE:
         raise DataError(

@@ -5,18 +5,23 @@ from __future__ import annotations
 import csv
 import json
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 import tifffile
 
+from mineralseg.classes import load_schema, read_label_map
 from mineralseg.cli import main
 from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.compare import compare, open_predicted_map
-from mineralseg.io import write_png
+from mineralseg.io import downscale_mode, write_png
 from mineralseg.prep.registration import corner_error
 from mineralseg.prep.registration_labels import class_levels, register_label_maps, warp_labels
 from mineralseg.synth import generate_sample
 
+SANDSTONE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sandstone-xrm"
 OUTPUTS = ["disagreement.png", "metrics.json", "mineralogy_compare.csv", "mineralogy_compare.json",
            "registration_qa.png"]
 
@@ -166,25 +171,55 @@ def test_class_table_from_labels_tif(pair5, tmp_path):
     assert result.metrics["class_names"] == list(pm.class_names)
 
 
-def test_no_register_for_maps_of_the_same_field(tmp_path):
-    # rock from edge to edge, no mount class (sandstone XRM phases): compare cell by cell
+def test_rock_from_edge_to_edge_without_mount_or_registration(tmp_path, capsys):
+    # no mount (sandstone XRM phases cut from inside a core): compare cell by cell
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 4, (24, 32)).astype(np.uint8)
     pred = np.repeat(np.repeat(ids, 4, 0), 4, 1)  # the prediction on a 4x finer grid
-    from mineralseg.classes import load_schema
-
     schema = load_schema("sandstone-xrm")
     write_png(tmp_path / "pred.png", pred)
     write_png(tmp_path / "xrm.png", schema.ids_to_colors(ids, level="minerals"))
-    with pytest.raises(DataError, match="--no-register"):
-        compare(tmp_path / "pred.png", tmp_path / "xrm.png", palette="sandstone-xrm", out=tmp_path / "a")
+    with pytest.raises(DataError, match="no class is the mount.*--no-register"):
+        compare(tmp_path / "pred.png", tmp_path / "xrm.png", palette="sandstone-xrm", out=tmp_path / "a",
+                mount_classes=[])
     assert not (tmp_path / "a").exists()
+    with pytest.raises(UserError, match="did you mean 'air'"):
+        compare(tmp_path / "pred.png", tmp_path / "xrm.png", palette="sandstone-xrm", out=tmp_path / "a",
+                mount_classes=["ai"])
     result = compare(tmp_path / "pred.png", tmp_path / "xrm.png", palette="sandstone-xrm", out=tmp_path / "b",
-                     register=False)
+                     register=False, mount_classes=[])
     assert result.metrics["miou"] == 1.0
     counts = np.bincount(ids.ravel(), minlength=4)
     np.testing.assert_allclose(result.qemscan.area_percent, 100 * counts / counts.sum())
     assert result.qemscan.porosity_percent == pytest.approx(100 * counts[0] / counts.sum())
+    code = main(["compare", str(tmp_path / "pred.png"), str(tmp_path / "xrm.png"), "--palette", "sandstone-xrm",
+                 "--out", str(tmp_path / "c"), "--no-register", "--mount", "none"])
+    assert code == 0 and "mean IoU 1.000" in capsys.readouterr().out
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SANDSTONE.is_dir(), reason="../shared/data/sandstone-xrm is absent")
+def test_sandstone_mask_against_a_rotated_coarse_copy(tmp_path):
+    # a round core in air: 'air' holds both the pores and the outside, as pores_background does
+    schema = load_schema("sandstone-xrm")
+    ids = read_label_map(SANDSTONE / "masks" / "Sandstone_Versa0000.tif", schema)
+    write_png(tmp_path / "pred.png", ids)
+    write_png(tmp_path / "same.png", schema.ids_to_colors(ids, level="minerals"))
+    same = compare(tmp_path / "pred.png", tmp_path / "same.png", palette="sandstone-xrm", out=tmp_path / "a")
+    assert same.metrics["miou"] == 1.0
+    outside_air = np.count_nonzero(ids == 0) - round(same.predicted.porosity_percent / 100
+                                                       * same.predicted.section_pixels)
+    assert outside_air > 0.3 * ids.size  # the air around the core is not porosity
+    assert 5 < same.predicted.porosity_percent < 20
+    turn = cv2.getRotationMatrix2D((ids.shape[1] / 2, ids.shape[0] / 2), 1.2, 1.0)
+    rotated = cv2.warpAffine(ids, turn, (ids.shape[1], ids.shape[0]), flags=cv2.INTER_NEAREST, borderValue=0)
+    write_png(tmp_path / "coarse.png", schema.ids_to_colors(downscale_mode(rotated, 6), level="minerals"))
+    result = compare(tmp_path / "pred.png", tmp_path / "coarse.png", palette="sandstone-xrm", out=tmp_path / "b")
+    reg = result.metrics["registration"]
+    assert reg["scale"] == pytest.approx(6.0, rel=0.01)
+    assert abs(reg["rotation_deg"]) == pytest.approx(1.2, abs=0.1)
+    assert result.metrics["iou"]["quartz"] > 0.85
+    assert result.qemscan.porosity_percent == pytest.approx(same.qemscan.porosity_percent, abs=1.5)
 
 
 def _cli(args: list[str], capsys) -> tuple[int, str]:

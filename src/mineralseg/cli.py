@@ -138,6 +138,11 @@ def compare(
     register: bool = typer.Option(
         True, "--register/--no-register", help="--no-register: both maps cover the same field (no outline needed)."
     ),
+    mount: List[str] = typer.Option(
+        [], "--mount",
+        help="Class of the mount around the section (repeatable; default: background-like, else pore classes); "
+        "'none' for rock from edge to edge.",
+    ),
     pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Prediction pixel size in micrometres."),
     unknown_colors: str = typer.Option(
         "reject", "--unknown-colors", help="QEMSCAN colours not in the palette: reject | nearest | ignore."
@@ -150,7 +155,8 @@ def compare(
 
     result = run_compare(
         predicted, qemscan_map, palette=palette, out=out, coding=coding, repair_seams=repair_seams,
-        register=register, pixel_size_um=pixel_size, unknown=unknown_colors, tolerance=color_tolerance,
+        register=register, mount_classes=None if not mount else [] if mount == ["none"] else mount,
+        pixel_size_um=pixel_size, unknown=unknown_colors, tolerance=color_tolerance,
         overwrite=overwrite,
     )
     typer.echo(result.text)

@@ -49,6 +49,7 @@ from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix, metrics_from_confusion
 from mineralseg.evaluate.mineralogy import (
     ModalMineralogy,
+    check_class_names,
     default_excluded_classes,
     default_mount_classes,
     modal_mineralogy,
@@ -410,6 +411,7 @@ def compare(
     overwrite: bool = False,
     pixel_size_um: float | None = None,
     register: bool = True,
+    mount_classes: Sequence[str] | None = None,
     unknown: str = "reject",
     tolerance: float = 0,
     max_rotation_deg: float = 3.0,
@@ -440,6 +442,13 @@ def compare(
     register : bool
         Register the QEMSCAN onto the prediction; False when both cover the same field
         (the QEMSCAN is stretched over the prediction).
+    mount_classes : sequence of str, optional
+        Classes of the mount around the section (found as the largest region of the
+        other classes, holes filled; their pixels inside it stay, as pores). Default
+        :func:`~mineralseg.evaluate.mineralogy.default_mount_classes` (background-like
+        classes, else the pore classes, which merge pores and mount in 'pores_background'
+        or 'air'); ``[]`` for rock from edge to edge (every pixel is section; then
+        ``register=False``).
     unknown, tolerance
         Handling of colours not in the palette (:meth:`ClassSchema.colors_to_ids`).
     max_rotation_deg : float
@@ -470,7 +479,8 @@ def compare(
             lut = qemscan_to_classes(schema, names)
             qem, seams = _read_qemscan(Path(qemscan_map), schema, lut, coding=coding, unknown=unknown,
                                        tolerance=tolerance, repair_seams=repair_seams)
-            background = [names.index(n) for n in default_mount_classes(names)]
+            mount = default_mount_classes(names) if mount_classes is None else check_class_names(mount_classes, names, "mount class")
+            background = [names.index(n) for n in mount]
             qem_section, pred_section = _sections(qem, pred_map, background)
             label_to_pred, registration = _place(qem, pred_map, background, pred_section, register=register,
                                                  max_rotation_deg=max_rotation_deg)

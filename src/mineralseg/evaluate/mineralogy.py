@@ -33,6 +33,7 @@ __all__ = [
     "EXCLUDED_NAMES",
     "PORE_NAMES",
     "ModalMineralogy",
+    "check_class_names",
     "class_counts",
     "default_excluded_classes",
     "default_mount_classes",
@@ -160,13 +161,13 @@ def default_excluded_classes(class_names: Sequence[str]) -> tuple[str, ...]:
 
 
 def default_mount_classes(class_names: Sequence[str]) -> tuple[str, ...]:
-    """Classes the mount around the section belongs to.
+    """Classes the mount around the section belongs to, by default.
 
     The excluded classes (:func:`default_excluded_classes`) when there are any, else the
-    classes that merge the mount with something else (a name with one of the
-    :data:`EXCLUDED_NAMES` among its words, e.g. 'pores_background' of the study's 4
-    groups). Empty for rock from edge to edge ('air' in the sandstone XRM phases is
-    pore space, not a mount).
+    pore classes (:func:`default_pore_classes`): palettes without a mount class of its
+    own merge the mount with the pores ('pores_background' of the study's 4 groups,
+    'air' of the sandstone XRM phases). Pore pixels inside the section outline stay
+    pores; only those outside it are mount.
 
     Examples
     --------
@@ -174,25 +175,26 @@ def default_mount_classes(class_names: Sequence[str]) -> tuple[str, ...]:
     ('background',)
     >>> default_mount_classes(["pores_background", "quartz"])
     ('pores_background',)
-    >>> default_mount_classes(["air", "quartz"])
+    >>> default_mount_classes(["quartz", "clay"])
     ()
     """
-    excluded = default_excluded_classes(class_names)
-    if excluded:
-        return excluded
-    return tuple(n for n in class_names if any(w in EXCLUDED_NAMES for w in _words(n)))
+    return default_excluded_classes(class_names) or default_pore_classes(class_names)
 
 
-def _check_names(given: Sequence[str], names: Sequence[str], what: str) -> tuple[str, ...]:
+def check_class_names(given: Sequence[str] | str, names: Sequence[str], what: str) -> tuple[str, ...]:
+    """``given`` class names without repeats, each one of ``names``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, with the closest valid one ("did you mean ...") and the list.
+    """
     if isinstance(given, str):
         given = [given]
-    out = []
     for n in given:
         if n not in names:
             raise unknown_name_error(what, n, names)
-        if n not in out:
-            out.append(n)
-    return tuple(out)
+    return tuple(dict.fromkeys(given))
 
 
 @dataclass(frozen=True)
@@ -325,11 +327,11 @@ def modal_mineralogy(
     if c.size and (not np.issubdtype(c.dtype, np.integer) or int(c.min()) < 0):
         raise UserError(f"pixel counts must be non-negative integers, got {c.tolist()}")
     c = c.astype(np.int64)
-    pores = default_pore_classes(names) if pore_classes is None else _check_names(pore_classes, names, "pore class")
+    pores = default_pore_classes(names) if pore_classes is None else check_class_names(pore_classes, names, "pore class")
     if excluded_classes is None:
         excluded = tuple(n for n in default_excluded_classes(names) if n not in pores)
     else:
-        excluded = _check_names(excluded_classes, names, "excluded class")
+        excluded = check_class_names(excluded_classes, names, "excluded class")
     both = sorted(set(pores) & set(excluded))
     if both:
         raise UserError(f"class(es) {both} cannot be both pore space and excluded from the section")

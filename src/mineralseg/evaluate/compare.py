@@ -479,7 +479,10 @@ def compare(
             lut = qemscan_to_classes(schema, names)
             qem, seams = _read_qemscan(Path(qemscan_map), schema, lut, coding=coding, unknown=unknown,
                                        tolerance=tolerance, repair_seams=repair_seams)
-            mount = default_mount_classes(names) if mount_classes is None else check_class_names(mount_classes, names, "mount class")
+            if mount_classes is None:
+                mount = default_mount_classes(names)
+            else:
+                mount = check_class_names(mount_classes, names, "mount class")
             background = [names.index(n) for n in mount]
             qem_section, pred_section = _sections(qem, pred_map, background)
             label_to_pred, registration = _place(qem, pred_map, background, pred_section, register=register,
@@ -490,8 +493,8 @@ def compare(
                 pred_map.ids.close()
         if acc.cm.total == 0:
             raise DataError(
-                f"the QEMSCAN map {qemscan_map} and the prediction {predicted} share no section pixel after "
-                "registration; check that they show the same sample"
+                f"the QEMSCAN map {qemscan_map} and the prediction {predicted} share no section pixel once placed; "
+                "check that they show the same sample"
             )
         try:
             pred_min = modal_mineralogy(acc.pred_counts, names, pixel_size_um=pixel_size_um)

@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          truth["label_shape"]), 4)}  # fmt: skip
             rows.append(row)
             print(f"{side:>6} px: peak RSS {row['peak_rss_mb']:8,.0f} MB  time {row['time_s']:7.1f} s  "
-                  f"{row['mpx_per_s']:6.2f} Mpx/s  mIoU {row['miou']:.3f}  corner error {row['corner_error_px']:.3f} px",
+                  f"{row['mpx_per_s']:6.2f} Mpx/s  mIoU {row['miou']:.3f}  "
+                  f"corner error {row['corner_error_px']:.3f} px",
                   flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -327,7 +327,10 @@ def modal_mineralogy(
     if c.size and (not np.issubdtype(c.dtype, np.integer) or int(c.min()) < 0):
         raise UserError(f"pixel counts must be non-negative integers, got {c.tolist()}")
     c = c.astype(np.int64)
-    pores = default_pore_classes(names) if pore_classes is None else check_class_names(pore_classes, names, "pore class")
+    if pore_classes is None:
+        pores = default_pore_classes(names)
+    else:
+        pores = check_class_names(pore_classes, names, "pore class")
     if excluded_classes is None:
         excluded = tuple(n for n in default_excluded_classes(names) if n not in pores)
     else:

@@ -112,6 +112,7 @@ def test_truth_against_itself_gives_iou_1_and_the_known_fractions(pair5, tmp_pat
     assert float(rows["quartz"]["predicted_area_mm2"]) == pytest.approx(
         int(rows["quartz"]["predicted_pixels"]) * 0.25e-6)
     assert "mean IoU 1.000" in result.text
+    assert f"porosity: predicted {100 * expected['pore']:.2f} %" in result.text
 
 
 def test_compare_registers_the_coarse_qemscan(pair5, tmp_path):

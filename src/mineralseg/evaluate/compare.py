@@ -167,6 +167,9 @@ class CompareResult:
         qem = dict(zip(self.qemscan.class_names, self.qemscan.area_percent))
         for name in m["class_names"]:
             lines.append(f"{name:<22}{_fmt(m['iou'][name]):>7}{_fmt(pred.get(name), 2):>9}{_fmt(qem.get(name), 2):>11}")
+        if self.predicted.porosity_percent is not None:
+            lines.append(f"porosity: predicted {self.predicted.porosity_percent:.2f} %, "
+                         f"QEMSCAN {self.qemscan.porosity_percent:.2f} % (of each section)")
         lines.append(f"results: {self.out}")
         return "\n".join(lines)
 

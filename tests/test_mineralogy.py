@@ -13,7 +13,9 @@ from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.mineralogy import (
     ModalMineralogy,
     class_counts,
+    check_class_names,
     default_excluded_classes,
+    default_mount_classes,
     default_pore_classes,
     modal_mineralogy,
     write_mineralogy,
@@ -158,3 +160,15 @@ def test_write_mineralogy_csv_and_json(tmp_path):
     assert data["uncertain_percent"] == pytest.approx(3.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mineralogy.csv", "mineralogy.json"]
     assert isinstance(m, ModalMineralogy)
+
+
+def test_mount_classes_by_default():
+    # a class of its own for the mount, else the pore classes that hold it too
+    assert default_mount_classes(["pore", "quartz", "albite", "clay_accessories", "background"]) == ("background",)
+    assert default_mount_classes(["pores_background", "quartz", "albite", "clay_accessories"]) == (
+        "pores_background",)
+    assert default_mount_classes(["air", "quartz", "clay", "pyrite"]) == ("air",)
+    assert default_mount_classes(["quartz", "clay"]) == ()
+    assert check_class_names(["clay", "clay", "quartz"], ["quartz", "clay"], "mount class") == ("clay", "quartz")
+    with pytest.raises(UserError, match="unknown mount class 'qartz' \\(did you mean 'quartz'\\?\\)"):
+        check_class_names("qartz", ["quartz", "clay"], "mount class")

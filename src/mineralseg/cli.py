@@ -177,6 +177,41 @@ def demo(
     typer.echo(summary["text"])
 
 
+@app.command()
+def compare(
+    predicted: Path = typer.Argument(..., help="Predicted class map: labels.tif of `predict`, or a class-id PNG/TIFF."),
+    qemscan_map: Path = typer.Argument(..., help="QEMSCAN map of the same section (colours of --palette)."),
+    palette: str = typer.Option(..., "--palette", help="Built-in palette name (qemscan24, ...) or palette YAML."),
+    out: Path = typer.Option(..., "--out", help="Output folder (must not exist unless --overwrite)."),
+    coding: str = typer.Option("color", "--coding", help="How the QEMSCAN map codes minerals: color | grey | index."),
+    repair_seams: bool = typer.Option(False, "--repair-seams", help="Repair the QEMSCAN mosaic seams first."),
+    register: bool = typer.Option(
+        True, "--register/--no-register", help="--no-register: both maps cover the same field (no outline needed)."
+    ),
+    mount: List[str] = typer.Option(
+        [], "--mount",
+        help="Class of the mount around the section (repeatable; default: background-like, else pore classes); "
+        "'none' for rock from edge to edge.",
+    ),
+    pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Prediction pixel size in micrometres."),
+    unknown_colors: str = typer.Option(
+        "reject", "--unknown-colors", help="QEMSCAN colours not in the palette: reject | nearest | ignore."
+    ),
+    color_tolerance: float = typer.Option(0.0, "--color-tolerance", help="RGB distance accepted by 'nearest'."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+) -> None:
+    """Score a predicted mineral map against QEMSCAN: IoU, both modal mineralogies, disagreement map."""
+    from mineralseg.evaluate.compare import compare as run_compare
+
+    result = run_compare(
+        predicted, qemscan_map, palette=palette, out=out, coding=coding, repair_seams=repair_seams,
+        register=register, mount_classes=None if not mount else [] if mount == ["none"] else mount,
+        pixel_size_um=pixel_size, unknown=unknown_colors, tolerance=color_tolerance,
+        overwrite=overwrite,
+    )
+    typer.echo(result.text)
+
+
 @app.command("export-weights")
 def export_weights(
     encoder: str = typer.Argument(..., help="Encoder name, e.g. resnet18, inceptionv3, efficientnet-b4."),

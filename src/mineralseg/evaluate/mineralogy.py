@@ -33,8 +33,10 @@ __all__ = [
     "EXCLUDED_NAMES",
     "PORE_NAMES",
     "ModalMineralogy",
+    "check_class_names",
     "class_counts",
     "default_excluded_classes",
+    "default_mount_classes",
     "default_pore_classes",
     "modal_mineralogy",
     "write_mineralogy",
@@ -158,16 +160,41 @@ def default_excluded_classes(class_names: Sequence[str]) -> tuple[str, ...]:
     return tuple(n for n in class_names if _words(n) and all(w in EXCLUDED_NAMES for w in _words(n)))
 
 
-def _check_names(given: Sequence[str], names: Sequence[str], what: str) -> tuple[str, ...]:
+def default_mount_classes(class_names: Sequence[str]) -> tuple[str, ...]:
+    """Classes the mount around the section belongs to, by default.
+
+    The excluded classes (:func:`default_excluded_classes`) when there are any, else the
+    pore classes (:func:`default_pore_classes`): palettes without a mount class of its
+    own merge the mount with the pores ('pores_background' of the study's 4 groups,
+    'air' of the sandstone XRM phases). Pore pixels inside the section outline stay
+    pores; only those outside it are mount.
+
+    Examples
+    --------
+    >>> default_mount_classes(["pore", "quartz", "background"])
+    ('background',)
+    >>> default_mount_classes(["pores_background", "quartz"])
+    ('pores_background',)
+    >>> default_mount_classes(["quartz", "clay"])
+    ()
+    """
+    return default_excluded_classes(class_names) or default_pore_classes(class_names)
+
+
+def check_class_names(given: Sequence[str] | str, names: Sequence[str], what: str) -> tuple[str, ...]:
+    """``given`` class names without repeats, each one of ``names``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, with the closest valid one ("did you mean ...") and the list.
+    """
     if isinstance(given, str):
         given = [given]
-    out = []
     for n in given:
         if n not in names:
             raise unknown_name_error(what, n, names)
-        if n not in out:
-            out.append(n)
-    return tuple(out)
+    return tuple(dict.fromkeys(given))
 
 
 @dataclass(frozen=True)
@@ -300,11 +327,14 @@ def modal_mineralogy(
     if c.size and (not np.issubdtype(c.dtype, np.integer) or int(c.min()) < 0):
         raise UserError(f"pixel counts must be non-negative integers, got {c.tolist()}")
     c = c.astype(np.int64)
-    pores = default_pore_classes(names) if pore_classes is None else _check_names(pore_classes, names, "pore class")
+    if pore_classes is None:
+        pores = default_pore_classes(names)
+    else:
+        pores = check_class_names(pore_classes, names, "pore class")
     if excluded_classes is None:
         excluded = tuple(n for n in default_excluded_classes(names) if n not in pores)
     else:
-        excluded = _check_names(excluded_classes, names, "excluded class")
+        excluded = check_class_names(excluded_classes, names, "excluded class")
     both = sorted(set(pores) & set(excluded))
     if both:
         raise UserError(f"class(es) {both} cannot be both pore space and excluded from the section")

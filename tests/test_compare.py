@@ -17,6 +17,7 @@ from mineralseg.cli import main
 from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.compare import compare, open_predicted_map
 from mineralseg.io import downscale_mode, write_png
+from mineralseg.io.labels import labels_description
 from mineralseg.prep.registration import corner_error
 from mineralseg.prep.registration_labels import class_levels, register_label_maps, warp_labels
 from mineralseg.synth import generate_sample
@@ -160,9 +161,8 @@ def test_class_table_from_labels_tif(pair5, tmp_path):
     order = [4, 2, 0, 1, 3]  # the prediction's own class order
     ids = s.schema.to_groups(s.truth)
     remapped = np.argsort(order).astype(np.uint8)[ids]
-    table = {"classes": [{"name": names[i], "color": [10 * k, 0, 0]} for k, i in enumerate(order)]}
-    tifffile.imwrite(tmp_path / "labels.tif", remapped, description=json.dumps(table), metadata=None,
-                     tile=(256, 256))
+    table = labels_description([names[i] for i in order], [[10 * k, 0, 0] for k in range(len(order))])
+    tifffile.imwrite(tmp_path / "labels.tif", remapped, description=table, metadata=None, tile=(256, 256))
     pm = open_predicted_map(tmp_path / "labels.tif", "qemscan24-5groups")
     assert pm.class_names == tuple(names[i] for i in order)
     assert pm.source == "labels.tif metadata"
@@ -264,8 +264,8 @@ def test_cli_compare_and_bad_inputs(pair5, tmp_path, capsys):
 def test_class_name_mismatch_lists_both(pair5, tmp_path):
     s, d = pair5
     ids = s.schema.to_groups(s.truth)
-    table = {"class_names": ["pore", "quartz", "feldspar", "clay", "background"]}
-    tifffile.imwrite(tmp_path / "labels.tif", ids, description=json.dumps(table), metadata=None)
+    table = labels_description(["pore", "quartz", "feldspar", "clay", "background"], [[0, 0, 0]] * 5)
+    tifffile.imwrite(tmp_path / "labels.tif", ids, description=table, metadata=None)
     with pytest.raises(DataError) as info:
         compare(tmp_path / "labels.tif", d / "truth_rgb.png", palette="qemscan24-5groups", out=tmp_path / "cmp")
     msg = str(info.value)

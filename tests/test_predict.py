@@ -17,13 +17,12 @@ from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.checkpoint import load_checkpoint_model
 from mineralseg.evaluate.evaluate import evaluate, predict_sample
 from mineralseg.infer import predict as predict_mod
+from mineralseg.io.labels import OUTSIDE, read_labels_table
 from mineralseg.infer.predict import (
-    OUTSIDE,
     PredictSettings,
     output_folder,
     predict,
     predict_image,
-    read_labels_table,
     section_mask,
     working_scale,
 )

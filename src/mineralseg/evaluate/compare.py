@@ -32,7 +32,6 @@ Output folder (built under a temporary name, renamed when complete)::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -93,8 +92,6 @@ MINERALOGY_COLUMNS = (
 # Keys of the JSON class table in a labels.tif ImageDescription, and those in each
 # class entry: {"classes": [{"name": ..., "color": [r, g, b]}, ...]} or
 # {"class_names": [...], "class_colors": [[r, g, b], ...]}.
-_TABLE_KEYS = ("classes", "class_names")
-_COLOR_KEYS = ("class_colors", "colors")
 
 
 @dataclass(frozen=True)
@@ -181,42 +178,15 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def _tiff_class_table(path: Path) -> tuple[list[str], np.ndarray | None] | None:
-    """Class names (and colours) from the JSON ImageDescription of a TIFF, if any."""
-    import tifffile
+def _tiff_class_table(path: Path) -> tuple[list[str], np.ndarray] | None:
+    """Class names and colours from the class table of a ``labels.tif`` written by predict."""
+    from mineralseg.io.labels import read_labels_table
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            texts = [tif.pages[0].description or ""]
-            texts += [json.dumps(m) for m in (tif.shaped_metadata or ()) if isinstance(m, dict)]
-    except Exception:  # not readable as TIFF: open_image reports it
+        table = read_labels_table(path)
+    except DataError:
         return None
-    for text in texts:
-        try:
-            meta = json.loads(text)
-        except ValueError:
-            continue
-        if not isinstance(meta, dict):
-            continue
-        table = next((meta[k] for k in _TABLE_KEYS if k in meta), None)
-        if isinstance(table, dict):
-            table = table.get("names")
-        if not isinstance(table, list) or not table:
-            continue
-        if all(isinstance(t, dict) and "name" in t for t in table):
-            names = [str(t["name"]) for t in table]
-            colors = [t.get("color") for t in table]
-            colors = None if any(c is None for c in colors) else colors
-        else:
-            names = [str(t) for t in table]
-            colors = next((meta[k] for k in _COLOR_KEYS if k in meta), None)
-        rgb = None
-        if colors is not None:
-            rgb = np.asarray(colors, dtype=np.int64)
-            if rgb.shape != (len(names), 3) or rgb.min() < 0 or rgb.max() > 255:
-                rgb = None
-        return names, None if rgb is None else rgb.astype(np.uint8)
-    return None
+    return [str(n) for n in table["class_names"]], np.asarray(table["class_colors"], np.uint8)
 
 
 def open_predicted_map(path: str | os.PathLike, schema: ClassSchema | str) -> PredictedMap:
@@ -258,21 +228,12 @@ def open_predicted_map(path: str | os.PathLike, schema: ClassSchema | str) -> Pr
     table = _tiff_class_table(path) if path.suffix.lower() in (".tif", ".tiff") else None
     if table is not None:
         names, colors = table
-        if colors is None:
-            colors = _colors_by_name(schema, names)
         source = "labels.tif metadata"
     else:
         names, colors = schema.group_names, schema.group_colors
         source = f"groups of palette {schema.name!r} (no class table in the file)"
     return PredictedMap(ids=ids, class_names=tuple(names), class_colors=np.asarray(colors, np.uint8), source=source,
                         path=str(path))
-
-
-def _colors_by_name(schema: ClassSchema, names: Sequence[str]) -> np.ndarray:
-    """Colours of named classes from the palette (groups first, then minerals; grey if absent)."""
-    table = dict(zip(schema.mineral_names, schema.mineral_colors.tolist()))
-    table.update(zip(schema.group_names, schema.group_colors.tolist()))
-    return np.array([table.get(n, (128, 128, 128)) for n in names], dtype=np.uint8)
 
 
 def qemscan_to_classes(schema: ClassSchema, class_names: Sequence[str]) -> np.ndarray:

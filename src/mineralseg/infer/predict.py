@@ -42,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mineralseg.errors import DataError, UserError
+from mineralseg.io.labels import OUTSIDE, labels_colormap, labels_description
 from mineralseg.model_card import ModelCard
 
 __all__ = [
@@ -69,8 +70,6 @@ IN_MEMORY_MAX_PIXELS = 64 * 1024 * 1024
 ZARR_CHUNK = 1024
 #: A pixel is "uncertain" when the blended probability of its class is below this.
 UNCERTAIN_PROBABILITY = 0.5
-#: Pixel value of "outside the section" in labels.tif.
-OUTSIDE = 255
 #: Ratios of image pixels to working pixels this close to 1 are taken as 1 (no resampling).
 SCALE_TOLERANCE = 0.02
 #: Outline modes: auto (a section in a mount gets its outline, an image that is rock
@@ -368,45 +367,6 @@ def _colour_lut(card: ModelCard) -> np.ndarray:
     return lut
 
 
-def _labels_description(card: ModelCard, sem_px: float, pixel_size_um: float | None) -> str:
-    import json
-
-    return json.dumps({"mineralseg": {
-        "class_names": list(card.class_names),
-        "class_colors": [list(c) for c in card.class_colors],
-        "values": {str(i): n for i, n in enumerate(card.class_names)} | {str(OUTSIDE): "outside the section"},
-        "outside": OUTSIDE,
-        "image_px_per_pixel": sem_px,
-        "pixel_size_um": None if pixel_size_um is None else pixel_size_um * sem_px,
-    }})
-
-
-def read_labels_table(path: str | os.PathLike) -> dict[str, Any]:
-    """The class table stored in a ``labels.tif`` written by ``predict``.
-
-    Returns
-    -------
-    dict
-        ``class_names``, ``class_colors``, ``values`` ({"id": name}), ``outside``,
-        ``image_px_per_pixel``, ``pixel_size_um``.
-
-    Raises
-    ------
-    DataError
-        Not a TIFF with a mineralseg class table.
-    """
-    import json
-
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            text = tif.pages[0].description
-        return dict(json.loads(text)["mineralseg"])
-    except (OSError, ValueError, KeyError, TypeError, tifffile.TiffFileError) as exc:
-        raise DataError(f"{path}: not a labels.tif written by `mineralseg predict` ({exc})") from None
-
-
 def _no_space(exc: OSError, out: Path) -> UserError:
     return UserError(f"no space left on the device while writing {out}: free some space or choose another --out "
                      "(nothing was kept)") if exc.errno == errno.ENOSPC else UserError(f"cannot write {out}: {exc}")
@@ -587,9 +547,8 @@ def _predict_and_write(
     pcols = np.minimum(((np.arange(ww) + 0.5) * to_preview).astype(np.int64), mask_preview.shape[1] - 1)
     counts = np.zeros(c, np.int64)
     uncertain = 0
-    lut = _colour_lut(card)
-    colormap = (lut.T.astype(np.uint16) * 257)
-    pixel_um = None if settings.pixel_size_um is None else settings.pixel_size_um
+    colormap = labels_colormap(_colour_lut(card))
+    pixel_um = None if settings.pixel_size_um is None else settings.pixel_size_um * sem_px
     probs_store = None
     if settings.probabilities:
         import zarr
@@ -599,7 +558,8 @@ def _predict_and_write(
     bar = tqdm(total=round(image_mpx, 2), desc="predict", unit="Mpx", disable=None if progress else True,
                file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}, {rate_fmt}]")
     with (TiffBlockWriter(tmp / "labels.tif", (hw, ww), np.uint8, compression="zlib", colormap=colormap,
-                          description=_labels_description(card, sem_px, pixel_um)) as labels_out,
+                          description=labels_description(card.class_names, card.class_colors,
+                                                         image_px_per_pixel=sem_px, pixel_size_um=pixel_um)) as labels_out,
           TiffBlockWriter(tmp / "uncertainty.tif", (hw, ww), np.uint8, compression="zlib") as unc_out):
         for start, stop, probs in predict_bands(model, card, work, batch_size=settings.batch_size, device=dev,
                                                 flips=settings.flips):  # fmt: skip

@@ -24,7 +24,7 @@ from mineralseg.synth import generate_sample
 
 SANDSTONE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sandstone-xrm"
 OUTPUTS = ["disagreement.png", "metrics.json", "mineralogy_compare.csv", "mineralogy_compare.json",
-           "registration_qa.png"]
+           "registration_qa.png", "report.html"]
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +280,14 @@ def test_prediction_ids_outside_its_classes(pair5, tmp_path):
     write_png(tmp_path / "pred.png", ids)
     with pytest.raises(UserError, match="class id 7 in rows"):
         compare(tmp_path / "pred.png", d / "truth_rgb.png", palette="qemscan24-5groups", out=tmp_path / "cmp")
+
+
+def test_the_compare_report_renders_in_chromium(pair5, chromium, tmp_path):
+    s, d = pair5
+    compare(d / "pred.png", d / "qemscan.png", palette="qemscan24-5groups", out=tmp_path / "cmp",
+            command="mineralseg compare pred.png qemscan.png --palette qemscan24-5groups --out cmp")
+    found, dom = chromium.probe(tmp_path / "cmp" / "report.html")
+    assert found["violations"] == [] and len(found["images"]) >= 3  # chart, disagreement, registration
+    assert all(i["complete"] and i["naturalWidth"] > 0 for i in found["images"])
+    for text in ("Per class", "QEMSCAN %", "mean IoU", "albite", "--palette qemscan24-5groups"):
+        assert text in dom, text

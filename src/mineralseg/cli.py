@@ -207,9 +207,10 @@ def compare(
         predicted, qemscan_map, palette=palette, out=out, coding=coding, repair_seams=repair_seams,
         register=register, mount_classes=None if not mount else [] if mount == ["none"] else mount,
         pixel_size_um=pixel_size, unknown=unknown_colors, tolerance=color_tolerance,
-        overwrite=overwrite,
+        overwrite=overwrite, command=" ".join(sys.argv),
     )
     typer.echo(result.text)
+    typer.echo(f"report: {result.out / 'report.html'}")
 
 
 @app.command("export-weights")

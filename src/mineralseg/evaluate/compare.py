@@ -78,7 +78,7 @@ AGREE_GREY = 190
 # Colours tried, in order, for pixels not compared (outside the overlap, or mount in
 # both maps); the first one no class uses.
 NOT_COMPARED_COLORS = ((255, 255, 255), (0, 0, 0), (96, 96, 96))
-OUTPUT_FILES = ("metrics.json", "mineralogy_compare.csv", "mineralogy_compare.json", "disagreement.png",
+OUTPUT_FILES = ("report.html", "metrics.json", "mineralogy_compare.csv", "mineralogy_compare.json", "disagreement.png",
                 "registration_qa.png")
 SCORED_PIXELS = "pixels both maps cover, where at least one calls section (mount in both left out)"
 PLACEMENT_CONVENTION = (
@@ -380,6 +380,7 @@ def compare(
     tolerance: float = 0,
     max_rotation_deg: float = 3.0,
     progress: bool | None = None,
+    command: str | None = None,
 ) -> CompareResult:
     """Score a predicted mineral map against the QEMSCAN map of the same section.
 
@@ -473,6 +474,10 @@ def compare(
             palette=schema.name, inputs=inputs, pixel_size_um=pixel_size_um,
         )
         _write_outputs(tmp, acc, metrics, pred_min, qem_min, pred_map.class_colors)
+        from mineralseg.report.compare import write_compare_report
+
+        write_compare_report(tmp / "report.html", metrics=metrics, predicted=pred_min, qemscan=qem_min,
+                             class_colors=pred_map.class_colors, folder=tmp, command=command)  # fmt: skip
     out = Path(out)
     return CompareResult(out=out, metrics=metrics, predicted=pred_min, qemscan=qem_min,
                          class_colors=pred_map.class_colors, files={k: out / k for k in OUTPUT_FILES})

@@ -238,7 +238,23 @@ def test_precision_auto_uses_bf16_only_where_the_cpu_has_it():
 
 
 @pytest.mark.slow
-def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset):
+def _training_state(module) -> dict:
+    """What a resumed fit must start from, read inside the running Trainer."""
+    trainer = module.trainer
+    optimizer = trainer.optimizers[0]
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    best = next(cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val_miou")
+    return {
+        "weights": {k: v.detach().clone() for k, v in module.model.state_dict().items()},
+        "exp_avg": [optimizer.state[p]["exp_avg"].clone() for p in optimizer.param_groups[0]["params"]],
+        "scheduler_epoch": scheduler.last_epoch,
+        "lr": optimizer.param_groups[0]["lr"],
+        "best_score": float(best.best_model_score),
+        "global_step": trainer.global_step,
+    }
+
+
+def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset, monkeypatch):
     runs = tmp_path / "runs"
     cfg_path = tmp_path / "train.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_train_config(tiny_dataset, runs, **{"trainer.max_epochs": 500})))
@@ -251,7 +267,8 @@ def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset):
         last = None
         while time.monotonic() < deadline and proc.poll() is None:
             found = list(runs.glob("*/checkpoints/last.ckpt")) if runs.exists() else []
-            if found:
+            # two epochs done: the best score and the schedule have moved on from their start
+            if found and torch.load(found[0], map_location="cpu", weights_only=True).get("epoch", 0) >= 1:
                 last = found[0]
                 break
             time.sleep(0.05)
@@ -262,21 +279,92 @@ def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset):
         proc.wait(timeout=30)
         proc.stderr.close()
     run = last.parent.parent
-    killed = torch.load(last, map_location="cpu", weights_only=False)
+    killed = torch.load(last, map_location="cpu", weights_only=True)
     killed_step, killed_epoch = killed["global_step"], killed["epoch"]
     assert killed_step > 0 and json.loads((run / "run.json").read_text())["status"] == "running"
+    killed_best = next(v["best_model_score"] for k, v in killed["callbacks"].items() if "val_miou" in k)
 
+    seen = {}
+    monkeypatch.setattr(SegmentationModule, "on_train_start", lambda self: seen.update(_training_state(self)))
     target_epochs = killed_epoch + 3
     out = train(resume=run, overrides={"trainer.max_epochs": target_epochs})
     assert out == run and len(list(runs.iterdir())) == 1
-    final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    # the resumed fit started from the killed run's weights, optimiser state, LR schedule and best score
+    assert seen["global_step"] == killed_step
+    weights = {k[len("model."):]: v for k, v in killed["state_dict"].items() if k.startswith("model.")}
+    assert weights.keys() == seen["weights"].keys()
+    assert all(torch.equal(weights[k], seen["weights"][k]) for k in weights)
+    saved_moments = [s["exp_avg"] for s in killed["optimizer_states"][0]["state"].values()]
+    assert len(saved_moments) == len(seen["exp_avg"]) > 0
+    assert all(torch.equal(a, b) for a, b in zip(saved_moments, seen["exp_avg"]))
+    assert seen["scheduler_epoch"] == killed["lr_schedulers"][0]["last_epoch"] == killed_step
+    assert seen["lr"] == pytest.approx(killed["lr_schedulers"][0]["_last_lr"][0])
+    assert seen["best_score"] == pytest.approx(float(killed_best))
+
+    final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["global_step"] == target_epochs * 4 > killed_step
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished"
     assert record["resumed"][0]["global_step"] == killed_step
+    assert record["best_val_miou"] >= float(killed_best) - 1e-6  # the best so far is never forgotten
     # metrics.csv merged: one LR entry per step from 0 to the end, none repeated
     steps = sorted(s for s, _ in _column(_rows(run / "metrics.csv"), "lr"))
     assert steps == list(range(target_epochs * 4))
+
+
+def _changed_dataset(tiny_dataset: Path, dest: Path, **changes) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_dataset, dest)
+    raw = json.loads((dest / "manifest.json").read_text())
+    raw.update(changes)
+    (dest / "manifest.json").write_text(json.dumps(raw))
+    return dest
+
+
+def test_resume_refuses_changed_data_and_unsafe_checkpoints(trained_run, tiny_dataset, tmp_path):
+    import shutil
+
+    from mineralseg.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = (run / "run.json").read_text()
+    epochs = json.loads(before)["epochs"]
+    # another manifest (one tile fewer) under the same class names
+    raw = json.loads((tiny_dataset / "manifest.json").read_text())
+    changed = _changed_dataset(tiny_dataset, tmp_path / "changed", tiles=raw["tiles"][:-1])
+    with pytest.raises(DataError, match=r"cannot resume .*run: dataset .*changed changed since the run started "
+                                        r"\(manifest sha256 .*, was .*\).*--allow-changed-dataset"):
+        train(resume=run, overrides={"dataset": str(changed)})
+    renamed = {**raw["schema"], "names": ["pore", "quartz", "albite"]}
+    other = _changed_dataset(tiny_dataset, tmp_path / "other", schema=renamed)
+    with pytest.raises(DataError, match=r"trained on classes \['pore', 'quartz', 'clay'\] but dataset"):
+        train(resume=run, overrides={"dataset": str(other)}, allow_changed_dataset=True)
+    assert (run / "run.json").read_text() == before  # nothing was started or recorded
+
+    # an explicit yes continues on the changed data, and the change is recorded
+    train(resume=run, overrides={"dataset": str(changed), "trainer.max_epochs": epochs + 1},
+          allow_changed_dataset=True)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["resumed"][-1]["dataset_changed_from"] == json.loads(before)["dataset"]["manifest_sha256"]
+    assert record["dataset"]["manifest_sha256"] == load_manifest(changed).sha256
+
+    # a last.ckpt carrying a payload is refused before anything runs, by train() and by the CLI
+    marker = tmp_path / "payload-ran"
+
+    class CreatesFile:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["loops"]["payload"] = CreatesFile()
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(DataError, match=r"refusing to open .*last.ckpt: .*--trust-checkpoint"):
+        train(resume=run, overrides={"dataset": str(changed)})
+    assert main(["train", "--resume", str(run), "--set", f"dataset={changed}"]) == 2
+    assert not marker.exists()
 
 
 @pytest.mark.slow

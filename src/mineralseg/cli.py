@@ -56,13 +56,21 @@ def train(
     config: Optional[Path] = typer.Argument(None, help="Training config (YAML); optional with --resume."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue from its last checkpoint."),
     set_: List[str] = typer.Option([], "--set", help="Override a config key: key.sub=value (repeatable)."),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="With --resume: open a checkpoint holding more than mineralseg writes "
+        "(it can run code; only for your own files)."
+    ),
+    allow_changed_dataset: bool = typer.Option(
+        False, "--allow-changed-dataset", help="With --resume: continue although the dataset's manifest changed."
+    ),
 ) -> None:
     """Train a segmentation model; writes a self-describing run folder."""
     from mineralseg.train.run import train as run_train
 
     if config is None and resume is None:
         raise UserError("give a training CONFIG, or --resume RUN to continue a run")
-    run = run_train(config, resume=resume, overrides=set_ or None)
+    run = run_train(config, resume=resume, overrides=set_ or None, trust_checkpoint=trust_checkpoint,
+                    allow_changed_dataset=allow_changed_dataset)
     typer.echo(f"run folder: {run}")
 
 
@@ -85,6 +93,10 @@ def evaluate(
     flips: bool = typer.Option(
         False, "--flips", help="With --context sample: average each window's prediction over its flips (4x time)."
     ),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="Open a checkpoint holding more than mineralseg writes "
+        "(it can run code; only for your own files)."
+    ),
 ) -> None:
     """Confusion-matrix metrics over a whole split, plus figures."""
     from mineralseg.evaluate.evaluate import evaluate as run_evaluate
@@ -93,7 +105,7 @@ def evaluate(
 
     result = run_evaluate(
         run_or_checkpoint, dataset, split=split, out=out, batch_size=batch_size, panels=panels, device=device,
-        context=context, flips=flips,
+        context=context, flips=flips, trust_checkpoint=trust_checkpoint,
     )
     typer.echo(metrics_markdown(result))
     typer.echo(f"metrics and figures: {result['out']}")

@@ -33,7 +33,12 @@ from tqdm.auto import tqdm
 from mineralseg.data.dataset import TileDataset, read_tile
 from mineralseg.data.manifest import DatasetManifest, Tile, load_manifest
 from mineralseg.errors import DataError, UserError
-from mineralseg.evaluate.checkpoint import check_dataset_matches, load_checkpoint_model, resolve_checkpoint
+from mineralseg.evaluate.checkpoint import (
+    check_dataset_matches,
+    check_grid_matches,
+    load_checkpoint_model,
+    resolve_checkpoint,
+)
 from mineralseg.evaluate.metrics import ConfusionMatrix, metrics_from_confusion
 from mineralseg.io.atomic import atomic_dir, write_json
 
@@ -139,6 +144,7 @@ def evaluate(
     progress: bool = True,
     context: str = "tile",
     flips: bool = False,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a dataset and write metrics and figures.
 
@@ -171,6 +177,9 @@ def evaluate(
     flips : bool
         With ``context="sample"``: average the predictions of each window and its three
         flips (test-time augmentation, 4x the time).
+    trust_checkpoint : bool
+        Open a checkpoint that holds more than the types mineralseg writes (a pickle
+        can run code: only for your own files).
 
     Returns
     -------
@@ -182,8 +191,9 @@ def evaluate(
     Raises
     ------
     UserError / DataError
-        Missing checkpoint or dataset, a dataset whose classes differ from the
-        model's, an empty split.
+        Missing checkpoint or dataset, a dataset whose classes, sem_scale, tile size
+        or normalisation differ from the model's, an empty split, a checkpoint that
+        is not safe to open (unless ``trust_checkpoint``).
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
@@ -193,13 +203,14 @@ def evaluate(
         raise UserError("flips (test-time augmentation) needs context 'sample'")
     ckpt, run_dir = resolve_checkpoint(run_or_checkpoint)
     dev = _device(device)
-    model, meta = load_checkpoint_model(ckpt, map_location=dev)
+    model, meta = load_checkpoint_model(ckpt, map_location=dev, trust=trust_checkpoint)
     if dataset is None:
         if not meta.get("dataset"):
             raise UserError(f"{ckpt} does not name its dataset; pass the dataset folder")
         dataset = meta["dataset"]
     manifest = load_manifest(dataset)
     check_dataset_matches(meta, manifest, checkpoint=ckpt)
+    check_grid_matches(meta, manifest, checkpoint=ckpt)
     ds = TileDataset(
         manifest, split, input_size=int(meta["input_size"]), mean=float(meta["mean"]), std=float(meta["std"]),
         resize_mask=False, cache=False,

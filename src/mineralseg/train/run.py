@@ -49,6 +49,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from mineralseg.data.datamodule import SegmentationDataModule
 from mineralseg.data.manifest import DatasetManifest, load_manifest
 from mineralseg.errors import ConfigError, DataError, UserError
+from mineralseg.evaluate.checkpoint import CHECKPOINT_TYPES, load_checkpoint_file
 from mineralseg.io.atomic import atomic_path, write_json
 from mineralseg.train.callbacks import NaNGuard, NonFiniteLossError
 from mineralseg.train.config import TrainConfig, load_train_config
@@ -201,11 +202,12 @@ def _device_info(trainer: L.Trainer) -> dict[str, Any]:
     return info
 
 
-def _load_checkpoint_dict(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt / truncated file
-        raise DataError(f"cannot read checkpoint {path}: {exc}") from None
+def _load_checkpoint_dict(path: Path, *, trust: bool = False) -> dict[str, Any]:
+    """The checkpoint to resume from, opened without running code from it unless ``trust``."""
+    ckpt = load_checkpoint_file(path, trust=trust)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise DataError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
 
 
 # --------------------------------------------------------------------------- metrics.csv
@@ -373,22 +375,42 @@ def _run_folder(cfg: TrainConfig, owner: bool) -> tuple[Path, bool]:
     )
 
 
-def _resumed_meta(last_ckpt: Path, run_dir: Path, manifest: DatasetManifest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checkpoint to resume from and its meta; DataError if the classes changed."""
-    previous = _load_checkpoint_dict(last_ckpt)
-    meta = dict((previous.get(META_KEY) or {}).get("meta") or previous["hyper_parameters"]["meta"])
-    if meta["class_names"] != manifest.class_names:
+def _resumed_meta(
+    last_ckpt: Path, run_dir: Path, manifest: DatasetManifest, *, trust: bool = False,
+    allow_changed_dataset: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint to resume from and its meta.
+
+    Raises
+    ------
+    DataError
+        The dataset's classes differ from the run's, or its manifest changed (another
+        sha256) and ``allow_changed_dataset`` is False; an unsafe checkpoint (see
+        :func:`~mineralseg.evaluate.checkpoint.load_checkpoint_file`).
+    """
+    previous = _load_checkpoint_dict(last_ckpt, trust=trust)
+    meta = dict((previous.get(META_KEY) or {}).get("meta") or (previous.get("hyper_parameters") or {}).get("meta")
+                or {})
+    if list(meta.get("class_names") or []) != list(manifest.class_names):
         raise DataError(
-            f"cannot resume {run_dir}: it was trained on classes {meta['class_names']} but dataset "
+            f"cannot resume {run_dir}: it was trained on classes {meta.get('class_names')} but dataset "
             f"{manifest.root} has {manifest.class_names}"
+        )
+    trained_on = meta.get("dataset_sha256")
+    if trained_on not in (None, manifest.sha256) and not allow_changed_dataset:
+        raise DataError(
+            f"cannot resume {run_dir}: dataset {manifest.root} changed since the run started (manifest sha256 "
+            f"{manifest.sha256[:12]}, was {str(trained_on)[:12]}); start a new run, or pass --allow-changed-dataset "
+            "to continue on the changed data"
         )
     return previous, meta
 
 
-def _fit_kwargs(trainer: L.Trainer) -> dict[str, Any]:
-    # Lightning >= 2.5 asks whether resumed checkpoints may hold more than weights;
-    # ours hold loop and optimiser states.
-    return {"weights_only": False} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+def _fit_kwargs(trainer: L.Trainer, *, trust: bool = False) -> dict[str, Any]:
+    # Lightning >= 2.5 asks whether resumed checkpoints may hold more than weights. Ours
+    # hold loop and optimiser states as plain data, opened like any checkpoint: weights
+    # only (plus CHECKPOINT_TYPES, allowed around fit()) unless the user trusts the file.
+    return {"weights_only": not trust} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
 
 
 def _resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
@@ -406,6 +428,8 @@ def train(
     *,
     resume: str | os.PathLike | None = None,
     overrides: Any = None,
+    trust_checkpoint: bool = False,
+    allow_changed_dataset: bool = False,
 ) -> Path:
     """Train a segmentation model; return the run folder.
 
@@ -419,6 +443,12 @@ def train(
         epochs and steps continue, metrics.csv is merged).
     overrides : dict or list of str, optional
         Config changes, e.g. ``{"trainer.max_epochs": 80}`` or ``["optim.lr=1e-4"]``.
+    trust_checkpoint : bool
+        With ``resume``: open the checkpoint fully even if it holds more than the
+        types mineralseg writes (a pickle can run code; only for your own files).
+    allow_changed_dataset : bool
+        With ``resume``: continue although the dataset's manifest changed since the
+        run started (the change is recorded in ``run.json``).
 
     Returns
     -------
@@ -432,7 +462,9 @@ def train(
         take (all before anything is trained or written).
     DataError
         Dataset folder without ``manifest.json``, unreadable tiles, class schema of a
-        resumed run differing from the dataset's.
+        resumed run differing from the dataset's, a changed dataset on resume (unless
+        ``allow_changed_dataset``), a checkpoint that is not safe to open (unless
+        ``trust_checkpoint``).
     NonFiniteLossError
         The loss became NaN/inf (the message names the last good checkpoint).
     """
@@ -451,7 +483,8 @@ def train(
     previous: dict[str, Any] | None = None
     mean = std = None
     if last_ckpt is not None:
-        previous, old_meta = _resumed_meta(last_ckpt, run_dir, manifest)
+        previous, old_meta = _resumed_meta(last_ckpt, run_dir, manifest, trust=trust_checkpoint,
+                                           allow_changed_dataset=allow_changed_dataset)
         mean, std, weights = old_meta["mean"], old_meta["std"], old_meta["class_weights"]
     else:
         weights = _class_weights(cfg, manifest)
@@ -500,7 +533,9 @@ def train(
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             if cfg.model.freeze_encoder:  # a frozen encoder is kept in eval mode on purpose
                 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-            trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt, **_fit_kwargs(trainer))
+            with torch.serialization.safe_globals(list(CHECKPOINT_TYPES)):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt,
+                            **_fit_kwargs(trainer, trust=trust_checkpoint))
         if trainer.interrupted:
             status = "interrupted"
         else:
@@ -534,6 +569,8 @@ def _start_record(
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             record = {}
+    # The dataset the run used so far, read before this session's values replace it.
+    earlier_sha = record.get("dataset", {}).get("manifest_sha256")
     params = sum(p.numel() for p in module.model.parameters())
     trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     record.setdefault("start_time", now)
@@ -556,12 +593,12 @@ def _start_record(
                   "trainable_parameters": trainable},
     })
     if previous is not None:
-        if record.get("dataset", {}).get("manifest_sha256") not in (None, manifest.sha256):
+        entry = {"time": now, "checkpoint": str(last_ckpt), "epoch": previous.get("epoch"),
+                 "global_step": previous.get("global_step")}
+        if earlier_sha not in (None, manifest.sha256):  # only reached with allow_changed_dataset
             log.warning("resuming %s on a dataset whose manifest changed", run_dir)
-        record.setdefault("resumed", []).append(
-            {"time": now, "checkpoint": str(last_ckpt), "epoch": previous.get("epoch"),
-             "global_step": previous.get("global_step")}
-        )
+            entry["dataset_changed_from"] = earlier_sha
+        record.setdefault("resumed", []).append(entry)
     return record
 
 

@@ -414,8 +414,11 @@ def test_experiment_grid_writes_study_tables(tmp_path, tiny_dataset):
     assert rows[0]["params"] < rows[1]["params"]
     assert all(r["train_time_s"] > 0 and set(r["iou"]) == {"pore", "quartz", "clay"} for r in rows)
     md = (out / "results.md").read_text().splitlines()
-    assert md[0] == "| Model | pore | quartz | clay | mean IoU | train time | parameters |"
-    assert md[2].startswith("| Custom model |") and md[3].startswith("| Custom model (wide) |")
+    assert md[0].startswith("Each model's approach selected on the validation split")
+    assert md[2] == "| Model | pore | quartz | clay | mean IoU | val mean IoU | train time | parameters |"
+    assert md[4].startswith("| Custom model |") and md[5].startswith("| Custom model (wide) |")
+    assert all(0 <= r["val_miou"] <= 1 and set(r["val_iou"]) == {"pore", "quartz", "clay"} for r in rows)
+    assert (Path(rows[0]["run"]) / "eval-val" / "metrics.json").is_file()
     csv_rows = _rows(out / "results.csv")
     assert [r["model"] for r in csv_rows] == ["Custom model", "Custom model (wide)"]
     assert float(csv_rows[0]["params"]) == rows[0]["params"]
@@ -425,6 +428,51 @@ def test_experiment_grid_writes_study_tables(tmp_path, tiny_dataset):
     assert [r["run"] for r in again] == [r["run"] for r in rows]
     assert len(list((out / "runs").iterdir())) == 2
     assert np.isfinite([r["miou"] for r in again]).all()
+
+
+def test_experiment_selects_on_validation_and_reports_test(tmp_path, tiny_dataset, monkeypatch):
+    """Validation prefers `random`, test prefers `imagenet_full`: the table keeps `random`."""
+    import mineralseg.evaluate.evaluate as evaluate_module
+    import mineralseg.train.run as run_module
+
+    # (approach, split) -> mean IoU; the two splits disagree on the best approach
+    scores = {("random", "val"): 0.70, ("random", "test"): 0.50,
+              ("imagenet_full", "val"): 0.60, ("imagenet_full", "test"): 0.80}
+
+    def fake_train(cfg):
+        run = Path(cfg.run.root) / f"{cfg.run.name}-x"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "run.json").write_text(json.dumps({"train_time_s": 1.0, "model": {"parameters": 10}}))
+        (run / "approach").write_text(cfg.approach)
+        return run
+
+    def fake_evaluate(run, *, split, **kwargs):
+        miou = scores[((Path(run) / "approach").read_text(), split)]
+        return {"class_names": ["pore", "quartz", "clay"], "iou": {"pore": miou, "quartz": miou, "clay": miou},
+                "miou": miou, "input_size": 32}
+
+    monkeypatch.setattr(run_module, "train", fake_train)
+    monkeypatch.setattr(evaluate_module, "evaluate", fake_evaluate)
+    grid = tmp_path / "grid.yaml"
+    base = tiny_train_config(tiny_dataset, tmp_path / "unused")
+    base.pop("run")
+    grid.write_text(yaml.safe_dump({"base": base, "models": [{"arch": "unet", "encoder": "resnet18"}],
+                                    "input_sizes": [32], "approaches": ["random", "imagenet_full"]}))
+    rows = run_experiment(grid, tmp_path / "exp")
+    assert [(r["approach"], r["val_miou"], r["miou"]) for r in rows] == [("random", 0.7, 0.5),
+                                                                        ("imagenet_full", 0.6, 0.8)]
+    result = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert result["selected_on"] == "val"
+    assert result["table"] == [rows[0]["run"]]  # random: best on validation, although worse on test
+    md = (tmp_path / "exp" / "results.md").read_text().splitlines()
+    assert "selected on the validation split" in md[0]
+    assert md[4] == "| Unet + resnet18 | 0.50 | 0.50 | 0.50 | 0.50 | 0.70 | 1s | 10 |"
+
+    # the study's protocol, asked for explicitly, picks on test and says so
+    grid.write_text(grid.read_text() + "select_on: test\n")
+    run_experiment(grid, tmp_path / "exp")
+    assert json.loads((tmp_path / "exp" / "results.json").read_text())["table"] == [rows[1]["run"]]
+    assert "TEST split" in (tmp_path / "exp" / "results.md").read_text().splitlines()[0]
 
 
 @pytest.mark.slow

@@ -315,6 +315,29 @@ def test_split_blocks_keeps_blocks_whole_and_balanced():
     assert split_blocks(positions, tile, block, FRACTIONS, seed=8) != splits
 
 
+def test_split_blocks_guard_band_keeps_train_away_from_held_out_tiles():
+    tile, block = 16, 3
+    positions = [(tile * i, tile * j) for i in range(18) for j in range(15)]
+    plain = split_blocks(positions, tile, block, FRACTIONS, seed=7)
+    guarded = split_blocks(positions, tile, block, FRACTIONS, seed=7, guard=True)
+    grid = {(r // tile, c // tile): s for (r, c), s in zip(positions, guarded)}
+    kept = {k: s for k, s in grid.items() if s is not None}
+    # no two kept tiles of different splits touch, not even at a corner
+    for (r, c), s in kept.items():
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                assert kept.get((r + dr, c + dc), s) == s, ((r, c), (r + dr, c + dc))
+    # held-out blocks stay whole; only train (and val next to test) tiles give way
+    for p, g in zip(plain, guarded):
+        assert g in (p, None)
+        if g is None:
+            assert p in ("train", "val")
+    assert all(g == "test" for p, g in zip(plain, guarded) if p == "test")
+    dropped = guarded.count(None)
+    assert 0 < dropped < len(positions) // 2
+    assert guarded.count("train") > guarded.count("val") > 0
+
+
 def test_split_blocks_few_blocks_warns(caplog):
     positions = [(0, 0), (0, 16), (16, 0), (16, 16)]
     notes: list[str] = []

@@ -108,6 +108,10 @@ class SplitConfig(StrictModel):
     by: Literal["blocks", "sample"] = "blocks"
     fractions: SplitFractions = Field(default_factory=SplitFractions)
     block_tiles: int = Field(4, ge=1)
+    guard: bool = Field(
+        True, description="by: blocks: drop the tiles on borders between blocks of different splits "
+        "(no training tile touches a test tile); the manifest lists them"
+    )
     train: list[str] = Field(default_factory=list)
     val: list[str] = Field(default_factory=list)
     test: list[str] = Field(default_factory=list)

@@ -322,19 +322,17 @@ def test_split_blocks_guard_band_keeps_train_away_from_held_out_tiles():
     guarded = split_blocks(positions, tile, block, FRACTIONS, seed=7, guard=True)
     grid = {(r // tile, c // tile): s for (r, c), s in zip(positions, guarded)}
     kept = {k: s for k, s in grid.items() if s is not None}
-    # no two kept tiles of different splits touch, not even at a corner
+    # no kept train or val tile touches a test tile, not even at a corner
     for (r, c), s in kept.items():
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                assert kept.get((r + dr, c + dc), s) == s, ((r, c), (r + dr, c + dc))
-    # held-out blocks stay whole; only train (and val next to test) tiles give way
-    for p, g in zip(plain, guarded):
-        assert g in (p, None)
-        if g is None:
-            assert p in ("train", "val")
-    assert all(g == "test" for p, g in zip(plain, guarded) if p == "test")
+        if s != "test":
+            assert all(kept.get((r + dr, c + dc)) != "test" for dr in (-1, 0, 1) for dc in (-1, 0, 1)), (r, c)
+    # the test blocks stay whole; exactly the train/val tiles next to them give way
+    plain_grid = {(r // tile, c // tile): s for (r, c), s in zip(positions, plain)}
+    for (r, c), s in plain_grid.items():
+        near_test = any(plain_grid.get((r + dr, c + dc)) == "test" for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+        assert grid[r, c] == (s if s == "test" or not near_test else None), (r, c)
     dropped = guarded.count(None)
-    assert 0 < dropped < len(positions) // 2
+    assert 0 < dropped < len(positions) // 3
     assert guarded.count("train") > guarded.count("val") > 0
 
 

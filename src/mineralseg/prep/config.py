@@ -109,8 +109,8 @@ class SplitConfig(StrictModel):
     fractions: SplitFractions = Field(default_factory=SplitFractions)
     block_tiles: int = Field(4, ge=1)
     guard: bool = Field(
-        True, description="by: blocks: drop the tiles on borders between blocks of different splits "
-        "(no training tile touches a test tile); the manifest lists them"
+        True, description="by: blocks: drop the train and val tiles that touch a test tile (no training "
+        "tile shares a grain with a test tile); the manifest lists them"
     )
     train: list[str] = Field(default_factory=list)
     val: list[str] = Field(default_factory=list)

@@ -637,7 +637,7 @@ def prepare(
     lines = [
         f"dataset: {out}",
         f"tiles: {len(tiles)} (" + ", ".join(f"{s} {per_split.get(s, 0)}" for s in SPLITS) + ")"
-        + (f"; {len(guarded)} dropped on block borders (guard band)" if guarded else ""),
+        + (f"; {len(guarded)} dropped next to test tiles (guard band)" if guarded else ""),
         "classes: " + ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(names, summary["class_frequencies"])),
     ]
     for r in records:

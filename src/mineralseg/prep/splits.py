@@ -7,8 +7,8 @@ Two leak-free schemes:
   fractions over the samples).
 * :func:`split_blocks`: within each sample, square groups of ``block_tiles x
   block_tiles`` tiles go whole to one split, seeded, aiming at the fractions in tiles.
-  Grains cross block edges, so with ``guard`` the tiles along a border between blocks
-  of different splits are dropped: no kept training tile touches a test tile.
+  Grains cross block edges, so with ``guard`` the training and validation tiles that
+  touch a test tile are dropped: no kept training tile touches a test tile.
 
 Every split with a positive fraction gets something when there are enough samples or
 blocks; otherwise a warning is logged (and returned in the notes).
@@ -128,10 +128,11 @@ def split_blocks(
     notes : list, optional
         Warnings are appended here as well as logged.
     guard : bool
-        Drop the tiles that touch (share an edge or a corner with) a tile of a split
-        held out more strictly: train tiles next to val or test tiles, and val tiles
-        next to test tiles. The held-out blocks stay whole; no two kept tiles of
-        different splits touch.
+        Drop the train and val tiles that touch (share an edge or a corner with) a
+        test tile. The test blocks stay whole, and the test tiles (scored once, at
+        the end) share no grain with a kept training or validation tile. Train and val
+        tiles may touch each other: validation picks checkpoints, where a slight
+        optimism costs little, and small datasets keep their training tiles.
 
     Returns
     -------
@@ -177,23 +178,14 @@ def split_blocks(
     return _guard_band(ti, labels) if guard else labels
 
 
-# The stricter a split is held out, the higher its rank: a tile touching a tile of a
-# higher rank is dropped (the training side gives up the border).
-_HOLD_OUT_RANK = {"train": 0, "val": 1, "test": 2}
-
-
 def _guard_band(grid: np.ndarray, labels: list[str | None]) -> list[str | None]:
-    """``labels`` with None for every tile whose 8-neighbourhood (``grid``: (N, 2) tile
-    row/col indices) holds a tile of a split ranked above its own."""
-    at = {(int(r), int(c)): i for i, (r, c) in enumerate(grid)}
+    """``labels`` with None for every train or val tile whose 8-neighbourhood
+    (``grid``: (N, 2) tile row/col indices) holds a test tile."""
+    test = {(int(r), int(c)) for (r, c), s in zip(grid, labels) if s == "test"}
     out = list(labels)
     for i, (r, c) in enumerate(grid):
-        rank = _HOLD_OUT_RANK[labels[i]]
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                j = at.get((int(r) + dr, int(c) + dc))
-                if j is not None and _HOLD_OUT_RANK[labels[j]] > rank:
-                    out[i] = None
+        if labels[i] != "test" and any((int(r) + dr, int(c) + dc) in test for dr in (-1, 0, 1) for dc in (-1, 0, 1)):
+            out[i] = None
     return out
 
 

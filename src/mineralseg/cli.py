@@ -23,6 +23,20 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show detail: progress bars also when not on a terminal, Lightning's "
+        "messages and the model summary."
+    ),
+) -> None:
+    """Mineral maps from greyscale SEM images of rock."""
+    from mineralseg.console import set_verbose
+
+    if verbose:
+        set_verbose(True)
+
+
 @app.command()
 def synth(
     out: Path = typer.Argument(..., help="Output folder (must not exist unless --overwrite)."),
@@ -69,9 +83,11 @@ def train(
 
     if config is None and resume is None:
         raise UserError("give a training CONFIG, or --resume RUN to continue a run")
+    from mineralseg.train.run import run_summary
+
     run = run_train(config, resume=resume, overrides=set_ or None, trust_checkpoint=trust_checkpoint,
                     allow_changed_dataset=allow_changed_dataset)
-    typer.echo(f"run folder: {run}")
+    typer.echo(run_summary(run))
 
 
 @app.command()
@@ -130,12 +146,15 @@ def demo(
     samples: int = typer.Option(2, "--samples", min=2),
     size: int = typer.Option(2048, "--size", min=512),
     minutes: float = typer.Option(3.0, "--minutes", min=0.1, help="Training time limit."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", min=1, help="Training budget in optimiser steps (same work on any machine; --minutes still caps it)."
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Synthetic data -> prepare -> train a small U-Net -> evaluate, on the CPU in minutes."""
     from mineralseg.demo import run_demo
 
-    summary = run_demo(out, samples=samples, size=size, minutes=minutes, seed=seed)
+    summary = run_demo(out, samples=samples, size=size, minutes=minutes, seed=seed, steps=steps)
     typer.echo(summary["text"])
 
 

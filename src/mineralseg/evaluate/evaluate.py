@@ -167,7 +167,7 @@ def evaluate(
     num_workers : int
         DataLoader workers.
     progress : bool
-        Show a progress bar.
+        Show a progress bar (on a terminal only).
     context : {"tile", "sample"}
         ``tile``: each tile is predicted on its own, as in training (its edge pixels see
         no context). ``sample``: each sample's whole working image
@@ -225,7 +225,7 @@ def evaluate(
                        progress=progress, flips=flips)  # fmt: skip
     else:
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
+        for batch in tqdm(loader, desc=f"evaluate {split}", disable=None if progress else True, leave=False):
             pred = predict_batch(model, batch["image"].to(dev), manifest.out_size).cpu()
             cm.update(batch["mask"].numpy(), pred.numpy())
             for j, idx in enumerate(batch["index"].tolist()):
@@ -346,7 +346,7 @@ def _score_samples(
     by_sample: dict[str, list[int]] = {}
     for i, t in enumerate(tiles):
         by_sample.setdefault(t.sample, []).append(i)
-    for name in tqdm(list(by_sample), desc="evaluate samples", disable=not progress, leave=False):
+    for name in tqdm(list(by_sample), desc="evaluate samples", disable=None if progress else True, leave=False):
         image, labels = read_sample(manifest, name)
         needed = np.zeros(image.shape, bool)
         for i in by_sample[name]:

@@ -46,6 +46,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from mineralseg.console import is_verbose, quiet_third_party, show_progress
 from mineralseg.data.datamodule import SegmentationDataModule
 from mineralseg.data.manifest import DatasetManifest, load_manifest
 from mineralseg.errors import ConfigError, DataError, UserError
@@ -57,7 +58,7 @@ from mineralseg.train.losses import class_weights_from_frequencies
 from mineralseg.train.module import META_KEY, SegmentationModule
 from mineralseg.versions import package_versions
 
-__all__ = ["RUN_DIR_ENV", "package_versions", "read_run_metrics", "train", "training_meta"]
+__all__ = ["RUN_DIR_ENV", "package_versions", "read_run_metrics", "run_summary", "train", "training_meta"]
 
 log = logging.getLogger(__name__)
 
@@ -319,9 +320,14 @@ def _callbacks(cfg: TrainConfig, ckpt_dir: Path) -> list[L.Callback]:
     callbacks: list[L.Callback] = [NaNGuard(), last]
     if t.limit_val_batches != 0:  # without validation there is no val_miou to rank by
         callbacks.insert(1, best)
-    if t.progress_bar:
+    if _progress_bar(cfg):
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     return callbacks
+
+
+def _progress_bar(cfg: TrainConfig) -> bool:
+    """Lightning's bars only where someone watches: a terminal (or ``--verbose``)."""
+    return bool(cfg.trainer.progress_bar) and show_progress()
 
 
 def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
@@ -342,7 +348,8 @@ def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
         strategy=t.strategy,
         precision=_precision(cfg),
         log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=_progress_bar(cfg),
+        enable_model_summary=is_verbose(),
         deterministic=t.deterministic,
         gradient_clip_val=t.gradient_clip_val,
         logger=loggers,
@@ -512,7 +519,7 @@ def train(
             _set_aside_metrics(run_dir, int(previous.get("global_step", 0)))
 
     try:
-        with warnings.catch_warnings():
+        with quiet_third_party(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             trainer = _trainer(cfg, run_dir)
     except (MisconfigurationException, ValueError) as exc:
@@ -528,7 +535,7 @@ def train(
     started = time.perf_counter()
     status = "failed"
     try:
-        with warnings.catch_warnings():
+        with quiet_third_party(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             if cfg.model.freeze_encoder:  # a frozen encoder is kept in eval mode on purpose
@@ -616,3 +623,24 @@ def _finish_record(run_dir: Path, record: dict[str, Any], trainer: L.Trainer, st
         "best_val_miou": None if score is None or not np.isfinite(float(score)) else float(score),
     })
     write_json(run_dir / "run.json", record)
+
+
+def run_summary(run_dir: str | os.PathLike) -> str:
+    """A few lines about a run for people: status, steps, time, best validation score, folder."""
+    import json
+
+    from mineralseg.evaluate.tables import format_duration
+
+    run_dir = Path(run_dir)
+    try:
+        record = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return f"run folder: {run_dir}"
+    best = record.get("best_val_miou")
+    parts = [f"{record.get('status', '?')}", f"{record.get('global_step', '?')} steps",
+             f"{record.get('epochs', '?')} epochs"]
+    if record.get("train_time_s") is not None:
+        parts.append(format_duration(float(record["train_time_s"])))
+    if best is not None:
+        parts.append(f"best val mean IoU {best:.3f}")
+    return f"training {', '.join(parts)}\nrun folder: {run_dir}"

@@ -337,9 +337,10 @@ def class_names_of(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def spread(row: dict[str, Any], column: str | None = None) -> float | None:
     """The seed-to-seed sd of a row's ``miou`` (``column`` None) or of one class's IoU:
-    0 for a deterministic method (no seeds: the baselines), None when unknown (a
-    trained model measured with one seed)."""
-    if row.get("weights") is None and "seeds" not in row:
+    0 for a deterministic method (no trained weights and no seed in its ``params``,
+    e.g. multi-Otsu), None when unknown (a seeded method, such as the random forest or
+    a CNN, measured with one seed)."""
+    if row.get("weights") is None and "seeds" not in row and "seed" not in (row.get("params") or {}):
         return 0.0
     sd = row.get("miou_sd") if column is None else (row.get("iou_sd") or {}).get(column)
     return None if sd is None else float(sd)

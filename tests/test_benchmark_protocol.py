@@ -61,4 +61,5 @@ def test_protocol_needs_three_seeds_unless_smoke():
     with pytest.raises(SystemExit, match="at least 3 distinct seeds"):
         common.check_seeds([0, 0, 1])
     assert common.check_seeds([0], smoke=True) == [0]
-    assert np.isclose(common.spread({"weights": None, "iou": {}}), 0.0)
+    assert np.isclose(common.spread({"weights": None, "iou": {}}), 0.0)  # e.g. multi-Otsu
+    assert common.spread({"weights": None, "iou": {}, "params": {"seed": 0}}) is None  # a seeded forest, one seed

@@ -34,9 +34,10 @@ META_KEY = "mineralseg"  # same as mineralseg.train.module.META_KEY (no Lightnin
 _MODEL_PREFIX = "model."
 _EMA_PREFIX = "ema.module."
 
-#: Types beyond tensors and plain containers that checkpoints written by
-#: ``mineralseg train`` (through Lightning) may hold; nothing else is unpickled unless
-#: the user trusts the file.
+#: Types beyond tensors and plain data (dicts, lists, numbers, strings) that checkpoints
+#: written by ``mineralseg train`` (through Lightning) may hold: today's hold none, but a
+#: path in a config or a callback's state is harmless to rebuild. Nothing else is
+#: unpickled unless the user trusts the file.
 CHECKPOINT_TYPES: tuple[type, ...] = (pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath,
                                       pathlib.PureWindowsPath)
 

@@ -1,14 +1,21 @@
 """Helpers shared by the quality benchmark scripts (not part of the package).
 
-Result files are JSON lists of rows, one per method and dataset::
+Result files are JSON lists of rows, one per method, dataset and measurement::
 
     {"method": "unet-resnet18", "dataset": "sandstone-xrm", "iou": {class: IoU},
-     "miou": float, "train_seconds": float, "weights": "none" | null, ...}
+     "miou": float, "train_seconds": float, "weights": "none" | null,
+     "recorded": "2026-11-30T16:02:11", ...}
 
-Re-running a script with some of its methods replaces those rows only
-(:func:`merge_rows`), so a result file can be built up method by method; each row
-records the date and the machine it was measured on. Every score comes from ONE
-confusion matrix over the whole evaluated split (:mod:`mineralseg.evaluate.metrics`).
+The protocol (``benchmarks/README.md``): rows are only ever appended
+(:func:`append_rows`), never replaced, so a re-run or a re-score is a new dated row
+and the history of a table stays in its JSON; the Markdown shows the latest row of
+each method and lists the earlier ones. A CNN row aggregates several seeds
+(:func:`seed_row`): ``iou`` / ``miou`` are means over the seeds, ``iou_sd`` /
+``miou_sd`` their sample standard deviations and ``seeds`` each seed's scores; its
+training budget is a number of optimiser steps (``steps``), the minutes they took
+are recorded beside it. A value is bold only when it beats the runner-up by more
+than their spread (:func:`markdown_table`). Every score comes from ONE confusion
+matrix over the whole evaluated split (:mod:`mineralseg.evaluate.metrics`).
 """
 
 from __future__ import annotations
@@ -31,9 +38,13 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work"  # git-ignored scratch space (datasets, runs)
 
-# Per-CNN training time limit: the benchmark must finish in a working session.
+# Per-CNN training time limit: a safety cap on top of the step budget (``--steps``),
+# which is what makes CNN rows comparable, across methods and machines.
 DEFAULT_CNN_MINUTES = 25
 MAX_CNN_MINUTES = 30
+# Seeds of every CNN row (the protocol asks for at least 3).
+DEFAULT_SEEDS = (0, 1, 2)
+MIN_SEEDS = 3
 
 # CNN methods -> (architecture, encoder) for mineralseg.models.build_model.
 CNN_METHODS: dict[str, tuple[str, str | None]] = {
@@ -67,6 +78,20 @@ def check_minutes(minutes: float) -> float:
     return float(minutes)
 
 
+def check_seeds(seeds: Sequence[int], *, smoke: bool = False) -> list[int]:
+    """Distinct seeds; at least :data:`MIN_SEEDS` unless ``smoke``."""
+    out = list(dict.fromkeys(int(s) for s in seeds))
+    if len(out) < MIN_SEEDS and not smoke:
+        raise SystemExit(f"--seeds: the protocol needs at least {MIN_SEEDS} distinct seeds, got {out}")
+    return out
+
+
+def check_steps(steps: int) -> int:
+    if steps < 1:
+        raise SystemExit(f"--steps must be >= 1, got {steps}")
+    return int(steps)
+
+
 def max_time(minutes: float) -> str:
     """Lightning's ``"DD:HH:MM:SS"`` for a limit in minutes (rounded up to a second)."""
     s = int(math.ceil(minutes * 60))
@@ -95,16 +120,25 @@ def benchmark_parser(
     out: Path,
     input_size: int | None,
     rf_samples: int,
+    steps: int,
 ) -> argparse.ArgumentParser:
     """The options both quality benchmarks share; each script adds its own after these."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--methods", default="all", help=f"comma-separated: all or {', '.join(methods)} (default all)")
     parser.add_argument("--minutes", type=float, default=minutes,
-                        help=f"training time per CNN in minutes (default {minutes}, at most {MAX_CNN_MINUTES})")  # fmt: skip
+                        help=f"time cap per CNN training in minutes (default {minutes}, at most {MAX_CNN_MINUTES}); "
+                        "the budget is --steps")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=steps,
+                        help=f"training budget of every CNN in optimiser steps, the same for all (default {steps})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
+                        help=f"CNN seeds; a row reports their mean, sd and each one (default "
+                        f"{' '.join(map(str, DEFAULT_SEEDS))}; fewer than {MIN_SEEDS} only with --smoke)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="plumbing check: allows fewer seeds; write --results to a scratch folder")
     parser.add_argument("--out", type=Path, default=out, help=f"work folder: dataset, runs (default {repo_relative(out)})")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"where {stem}.json/.md go")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (BLAS, torch, random forest); default 1")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the baselines (default 0)")
     parser.add_argument("--rf-samples", type=int, default=rf_samples,
                         help=f"random forest training pixels per class, on average (default {rf_samples})")
     parser.add_argument("--rf-trees", type=int, default=100)
@@ -210,23 +244,74 @@ class Stopwatch:
 
 
 # --------------------------------------------------------------------------- results
-def merge_rows(path: Path, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of the file at ``path`` with those of the same (method, dataset) replaced.
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a result file (a missing or unreadable file counts as empty)."""
+    if not path.exists():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return old if isinstance(old, list) else []
 
-    New methods are appended; the order of the existing rows is kept. A missing or
-    unreadable file counts as empty.
+
+def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the file at ``path`` followed by ``rows``: nothing is replaced (a re-run
+    or a re-score is a new dated row). Each new row gets ``recorded`` (date and time)."""
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    return read_rows(path) + [{**r, "recorded": r.get("recorded") or now} for r in rows]
+
+
+def latest_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the last row of each (method, dataset), in first-seen order; the earlier rows)."""
+    first: dict[tuple[Any, Any], int] = {}
+    last: dict[tuple[Any, Any], int] = {}
+    for i, r in enumerate(rows):
+        key = (r.get("method"), r.get("dataset"))
+        first.setdefault(key, i)
+        last[key] = i
+    keep = set(last.values())
+    return [rows[last[k]] for k in sorted(first, key=first.get)], [r for i, r in enumerate(rows) if i not in keep]
+
+
+def seed_row(method: str, dataset: str, runs: Sequence[dict[str, Any]], *, weights: str | None,
+             **extra: Any) -> dict[str, Any]:
+    """One CNN row from several seeds' results (:func:`train_and_evaluate_cnn` dicts).
+
+    ``iou`` / ``miou`` / ``val_miou`` are means over the seeds, ``iou_sd`` / ``miou_sd``
+    / ``val_miou_sd`` sample standard deviations (ddof 1), ``seeds`` each seed's
+    scores, steps and minutes; ``steps`` is the budget, ``train_seconds`` the mean time.
     """
-    old: list[dict[str, Any]] = []
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = []
-        if not isinstance(old, list):
-            old = []
-    new = {(r["method"], r["dataset"]): r for r in rows}
-    merged = [new.pop((r.get("method"), r.get("dataset")), r) for r in old]
-    return merged + list(new.values())
+    per_seed = []
+    for res in runs:
+        p = res["params"]
+        per_seed.append({
+            "seed": p["seed"], "miou": _r(res["test"]["miou"]),
+            "iou": {k: _r(v) for k, v in res["test"]["iou"].items()}, "val_miou": _r(res["val"]["miou"]),
+            "steps": p.get("global_step"), "best_step": p.get("best_step"),
+            "train_seconds": round(float(res["train_seconds"]), 1), "run": repo_relative(res["run"]),
+        })
+    names = list(per_seed[0]["iou"])
+    mean_sd = lambda xs: (_r(np.mean(xs)), _r(np.std(xs, ddof=1)) if len(xs) > 1 else None)  # noqa: E731
+    iou, iou_sd = {}, {}
+    for n in names:
+        vals = [s["iou"][n] for s in per_seed if s["iou"][n] is not None]
+        iou[n], iou_sd[n] = mean_sd(vals) if vals else (None, None)
+    miou, miou_sd = mean_sd([s["miou"] for s in per_seed])
+    val_miou, val_sd = mean_sd([s["val_miou"] for s in per_seed])
+    pixels = int(runs[0]["test"]["num_pixels"])
+    row = {"method": method, "dataset": dataset, "iou": iou, "iou_sd": iou_sd, "miou": miou, "miou_sd": miou_sd,
+           "val_miou": val_miou, "val_miou_sd": val_sd, "scored_pixels": pixels,
+           "train_seconds": round(float(np.mean([s["train_seconds"] for s in per_seed])), 1), "weights": weights,
+           "seeds": per_seed}  # fmt: skip
+    row.update(extra)
+    row.setdefault("date", today())
+    row.setdefault("machine", machine_line(machine_info()))
+    return row
+
+
+def _r(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
 
 
 def repo_relative(path: str | Path) -> str:
@@ -250,28 +335,68 @@ def class_names_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r["iou"]))
 
 
+def spread(row: dict[str, Any], column: str | None = None) -> float | None:
+    """The seed-to-seed sd of a row's ``miou`` (``column`` None) or of one class's IoU:
+    0 for a deterministic method (no trained weights and no seed in its ``params``,
+    e.g. multi-Otsu), None when unknown (a seeded method, such as the random forest or
+    a CNN, measured with one seed)."""
+    if row.get("weights") is None and "seeds" not in row and "seed" not in (row.get("params") or {}):
+        return 0.0
+    sd = row.get("miou_sd") if column is None else (row.get("iou_sd") or {}).get(column)
+    return None if sd is None else float(sd)
+
+
+def clear_winner(values: Sequence[float | None], spreads: Sequence[float | None]) -> int | None:
+    """Index of the best value when it beats the runner-up by more than the larger of
+    their spreads; None when there is no such winner (or a spread is unknown)."""
+    scored = sorted(((v, i) for i, v in enumerate(values) if v is not None), reverse=True)
+    if len(scored) < 2:
+        return None
+    (top, i), (second, j) = scored[0], scored[1]
+    if spreads[i] is None or spreads[j] is None:
+        return None
+    return i if top - second > max(spreads[i], spreads[j]) else None
+
+
+def _cell(value: Any, sd: float | None) -> str:
+    return _fmt(value) if sd is None or value is None else f"{_fmt(value)} ± {_fmt(sd)}"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str], *, bold: bool = True) -> str:
-    """Markdown table; the best value of each IoU column (and mean IoU) in bold unless
-    ``bold`` is False (rows that are not rivals, e.g. scored against different references)."""
-    head = ["method", "weights", *class_names, "mean IoU", "train time", "date"]
+    """Markdown table of mean IoU ± sd over seeds where a row has seeds.
+
+    A value is bold only when it beats the runner-up of its column by more than the
+    larger of their seed spreads (:func:`clear_winner`); never when ``bold`` is False
+    (rows that are not rivals, e.g. scored against different references).
+    """
+    head = ["method", "weights", *class_names, "mean IoU", "seeds", "steps", "train time", "date"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    winners = {c: clear_winner([r["iou"].get(c) for r in rows], [spread(r, c) for r in rows]) for c in class_names}
+    winners[None] = clear_winner([r.get("miou") for r in rows], [spread(r) for r in rows])
 
-    def best(values: list[Any]) -> str | None:
-        shown = [_fmt(v) for v in values if v is not None]
-        return max(shown, key=float) if shown else None
+    def cell(k: int, r: dict[str, Any], column: str | None) -> str:
+        value = r.get("miou") if column is None else r["iou"].get(column)
+        sd = r.get("miou_sd") if column is None else (r.get("iou_sd") or {}).get(column)
+        text = _cell(value, sd)
+        return f"**{text}**" if bold and winners[column] == k else text
 
-    best_iou = {c: best([r["iou"].get(c) for r in rows]) for c in class_names}
-    best_miou = best([r.get("miou") for r in rows])
-
-    def cell(value: Any, top: str | None) -> str:
-        text = _fmt(value)
-        return f"**{text}**" if bold and value is not None and text == top else text
-
-    for r in rows:
-        cells = [r["method"], r.get("weights") or "–", *(cell(r["iou"].get(c), best_iou[c]) for c in class_names),
-                 cell(r.get("miou"), best_miou), _fmt_seconds(r.get("train_seconds")), r.get("date", "–")]  # fmt: skip
+    for k, r in enumerate(rows):
+        seeds = r.get("seeds")
+        steps = (r.get("steps") or (r.get("params") or {}).get("global_step")) if r.get("weights") else None
+        cells = [r["method"], r.get("weights") or "–", *(cell(k, r, c) for c in class_names), cell(k, r, None),
+                 len(seeds) if seeds else ("1" if r.get("weights") else "–"), steps or "–",
+                 _fmt_seconds(r.get("train_seconds")), r.get("date", "–")]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def seeds_note(row: dict[str, Any]) -> str | None:
+    """Each seed's test and validation mean IoU of a seeded row, for the notes."""
+    if not row.get("seeds"):
+        return None
+    each = ", ".join(f"seed {s['seed']}: {_fmt(s['miou'])} (val {_fmt(s['val_miou'])}, {s.get('steps')} steps, "
+                     f"{_fmt_seconds(s.get('train_seconds'))})" for s in row["seeds"])  # fmt: skip
+    return f"{row['method']} per seed (test mean IoU): {each}."
 
 
 def text_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
@@ -296,6 +421,14 @@ def describe_row(row: dict[str, Any]) -> str | None:
                 + ", ".join(f"{k} {v:,}" for k, v in drawn.items())
                 + f"), {p['n_estimators']} trees, sigma {p.get('sigma_min')}..{p.get('sigma_max')}, "
                 f"{p.get('n_jobs')} thread(s); prediction {row.get('predict_seconds', '?')} s.")  # fmt: skip
+    if "arch" in p and row.get("seeds"):
+        return (f"{row['method']}: {len(row['seeds'])} seeds, budget {row.get('steps')} optimiser steps each "
+                f"(mean {_fmt_seconds(row.get('train_seconds'))}; cap {p.get('minutes')} min) on {p.get('device')} "
+                f"({p.get('precision')}); input {p.get('input_size')} px, batch {p.get('batch_size')}"
+                + (f", overrides {p['overrides']}" if p.get("overrides") else "")
+                + (f"; scored with each sample predicted whole (overlapping windows"
+                   + (", test-time flips" if p.get("flips") else "") + ")" if p.get("context") == "sample"
+                   else "; scored tile by tile") + ".")  # fmt: skip
     if "arch" in p:
         return (f"{row['method']}: {p.get('epochs')} epochs ({p.get('global_step')} steps) in "
                 f"{_fmt_seconds(row.get('train_seconds'))} (limit {p.get('minutes')} min) on "
@@ -322,37 +455,53 @@ def write_results(
     intro: str,
     notes: Sequence[str] | Callable[[list[dict[str, Any]]], Sequence[str]] = (),
     bold: bool = True,
+    table: Callable[[list[dict[str, Any]]], str] | None = None,
 ) -> tuple[Path, Path, list[dict[str, Any]]]:
-    """Merge ``rows`` into ``<stem>.json`` and rewrite ``<stem>.md`` from all rows.
+    """Append ``rows`` to ``<stem>.json`` and rewrite ``<stem>.md`` from the file.
 
-    The Markdown file holds ``intro``, the table, ``notes``, a line per row on how its
-    method was run (:func:`describe_row`) and the machines with their methods and dates.
-    ``notes`` may be a function of the merged rows; ``bold``: see :func:`markdown_table`. Returns the two paths and the
-    merged rows.
+    The Markdown file holds ``intro``, the table of the latest row of each method
+    (``table(latest)`` when given, else :func:`markdown_table`), ``notes`` (a sequence,
+    or a function of the latest rows), a line per row on how its method was run
+    (:func:`describe_row`, :func:`seeds_note`), the earlier rows (kept, never
+    overwritten) and the machines. Returns the two paths and the latest rows.
     """
     from mineralseg.io import atomic_path, write_json
 
     results_dir.mkdir(parents=True, exist_ok=True)
     json_path = results_dir / f"{stem}.json"
     md_path = results_dir / f"{stem}.md"
-    merged = merge_rows(json_path, rows)
-    write_json(json_path, merged)
-    names = class_names_of(merged)
+    every = append_rows(json_path, rows)
+    write_json(json_path, every)
+    latest, earlier = latest_rows(every)
+    names = class_names_of(latest)
     machines: dict[str, list[str]] = {}
-    for r in merged:
+    for r in latest:
         machines.setdefault(r.get("machine", "unknown machine"), []).append(f"{r['method']} ({r.get('date', '?')})")
-    lines = [f"# {title}", "", intro, "", markdown_table(merged, names, bold=bold), ""]
-    extra = notes(merged) if callable(notes) else notes
-    details = list(extra) + [d for d in map(describe_row, merged) if d]
+    body = table(latest) if table is not None else markdown_table(latest, names, bold=bold)
+    lines = [f"# {title}", "", intro, "", body, ""]
+    extra = list(notes(latest) if callable(notes) else notes)
+    legacy = [r["method"] for r in latest if r.get("weights") and not r.get("seeds")]
+    if legacy:
+        extra.insert(0, f"Rows of {', '.join(legacy)} were measured before the protocol of `benchmarks/README.md`: "
+                        "one seed each (their spread is unknown, so no value is in bold and no difference between "
+                        "them is a finding) and training budgets that differ (steps column). Their re-runs under "
+                        "the protocol (3 seeds, one step budget) are still to be done.")
+    details = extra + [d for r in latest for d in (describe_row(r), seeds_note(r)) if d]
     lines += [f"- {n}" for n in details]
     if details:
+        lines.append("")
+    if earlier:
+        lines += ["Earlier rows (kept in the JSON, never overwritten; newest last):", ""]
+        lines += [f"- {r['method']}: mean IoU {_cell(r.get('miou'), r.get('miou_sd'))}, measured {r.get('date', '?')}"
+                  + (f", re-scored {r['rescored']}" if r.get("rescored") else "")
+                  + (f", recorded {r['recorded']}" if r.get("recorded") else "") for r in earlier]  # fmt: skip
         lines.append("")
     lines.append("Machines:")
     lines += [f"- {m}: {', '.join(ms)}" for m, ms in machines.items()]
     lines.append("")
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines))
-    return json_path, md_path, merged
+    return json_path, md_path, latest
 
 
 # --------------------------------------------------------------------------- CNNs

@@ -22,8 +22,9 @@ Methods (all scored on the same pixels, one confusion matrix, no smoothing):
     CNNs trained with the project's API (``mineralseg.train.run.train``, best
     checkpoint by validation mean IoU, then ``mineralseg.evaluate.evaluate``) on the
     dataset made by ``mineralseg prepare configs/sandstone-xrm.yaml`` (tiles of 128 px),
-    from random init (ImageNet weights cannot be downloaded here), each for at most
-    ``--minutes``.
+    from random init (ImageNet weights cannot be downloaded here), each for the same
+    ``--steps`` optimiser steps (default 3000; ``--minutes`` caps the time) with each of
+    ``--seeds`` (default 0 1 2): a row reports the mean, the sd and each seed.
 
 Scored pixels: the test tiles of the prepared dataset, i.e. the grid of whole 128-px
 tiles centred on the slice (8 x 7 tiles = 1024 x 896 px of Versa0300, all kept since
@@ -35,14 +36,16 @@ recorded).
 
 Output: the table on stdout, ``benchmarks/results/quality_sandstone.json`` (a list of
 rows: method, dataset, iou per class, miou, train_seconds, weights, ...) and
-``quality_sandstone.md``. Rows of the methods run replace rows of the same method, so
-the file can be built up method by method.
+``quality_sandstone.md``. Rows are appended, never replaced: a re-run is a new dated
+row, and the Markdown shows each method's latest row with the earlier ones listed
+(the protocol: ``benchmarks/README.md``).
 
 Usage::
 
     python benchmarks/quality_sandstone.py --methods otsu,rf          # baselines only
-    python benchmarks/quality_sandstone.py --minutes 25                # everything
-    python benchmarks/quality_sandstone.py --methods resunet --minutes 10
+    python benchmarks/quality_sandstone.py                             # everything, 3 seeds x 3000 steps
+    python benchmarks/quality_sandstone.py --smoke --methods otsu,resunet --steps 3 --seeds 0 1 \
+        --input-size 64 --out /tmp/qss --results /tmp/qss/results    # plumbing check
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ METHODS = ("otsu", "rf", *common.CNN_METHODS)
 # ~1 min of training and a validation mean IoU of 0.924; 50,000 per class gave 0.928
 # for 3 min, 'balanced' sampling (20,000 of each class) 0.81.
 RF_SAMPLES_PER_CLASS = 20_000
+# Step budget of every CNN (the same for all: equal budgets). On the 2-core Xeon the
+# U-Net did about 4 steps/s, LinkNet 5, ResUNet 3 (batch 8, 128 px).
+DEFAULT_STEPS = 3000
 
 
 # --------------------------------------------------------------------------- data
@@ -201,19 +207,17 @@ def run_baseline(method: str, args, data, split: dict[str, list[str]], windows, 
 
 
 def run_cnn(method: str, args, dataset: Path) -> dict:
-    res = common.train_and_evaluate_cnn(
-        method, dataset, args.out, minutes=args.minutes, input_size=args.input_size, seed=args.seed,
-        overrides=args.set, num_workers=args.num_workers, batch_size=args.batch_size, context=args.context,
-        flips=args.flips,
-    )
-    test = res["test"]
-    return common.result_row(
-        method, DATASET, test, train_seconds=res["train_seconds"], weights="none",
-        split="test: Versa0300", val_miou=_round(res["val"]["miou"]), params=res["params"],
-        run=common.repo_relative(res["run"]),
-        context=res["params"]["context"], tile_context=common.tile_context(res["test_tiles"]),
-        val_miou_tiles=_round(res["val_tiles"]["miou"]),
-    )
+    """One row: ``method`` trained for ``args.steps`` steps with each of ``args.seeds``."""
+    runs = []
+    for seed in args.seeds:
+        print(f"-- {method} seed {seed}: {args.steps} steps", flush=True)
+        runs.append(common.train_and_evaluate_cnn(
+            method, dataset, args.out, minutes=args.minutes, input_size=args.input_size, seed=seed,
+            overrides=args.set, num_workers=args.num_workers, batch_size=args.batch_size, context=args.context,
+            flips=args.flips, max_steps=args.steps, name=f"{method}-seed{seed}",
+        ))
+    return common.seed_row(method, DATASET, runs, weights="none", steps=args.steps, split="test: Versa0300",
+                           params=runs[0]["params"], context=runs[0]["params"]["context"])  # fmt: skip
 
 
 def _round(v: float | None) -> float | None:
@@ -230,7 +234,8 @@ INTRO = (
     "per slice with the brightness -> phase mapping learnt on the training slices; pixel random forest "
     "(multi-scale intensity/edge/texture features, sigma 1..16, 100 trees, stratified sample of the "
     "training pixels). CNNs: trained from random init (weights 'none': no ImageNet download) with "
-    "`mineralseg train` for the time shown, best validation checkpoint, scored with `mineralseg "
+    "`mineralseg train` for the steps shown (the same budget for every CNN of a measurement; rows "
+    "measured before the protocol of `benchmarks/README.md` had one seed and a time limit instead), best validation checkpoint, scored with `mineralseg "
     "evaluate --context sample`: each slice is predicted whole with overlapping windows (3 tiles wide, "
     "overlap half a tile; averaged over flips where the notes say so), as the baselines and a user mapping "
     "a slice see it, and scored on the test-tile "
@@ -240,23 +245,31 @@ INTRO = (
 
 
 def write_report(results: Path, rows: list[dict[str, Any]]):
-    """Merge ``rows`` into ``quality_sandstone.json`` and rewrite the Markdown beside it."""
+    """Append ``rows`` to ``quality_sandstone.json`` and rewrite the Markdown beside it."""
     return common.write_results(results, "quality_sandstone", rows, title=TITLE, intro=INTRO)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.benchmark_parser(
         __doc__.split("\n\n")[0], METHODS, stem="quality_sandstone", minutes=common.DEFAULT_CNN_MINUTES,
-        out=common.WORK / "sandstone", input_size=None, rf_samples=RF_SAMPLES_PER_CLASS,
+        out=common.WORK / "sandstone", input_size=None, rf_samples=RF_SAMPLES_PER_CLASS, steps=DEFAULT_STEPS,
     )
     parser.add_argument("--config", type=Path, default=CONFIG, help="prepare config naming the slices and the split")
     parser.add_argument("--reprepare", action="store_true", help="rebuild the prepared dataset even if it exists")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite quality_sandstone.md from the JSON (no measurement)")
     args = parser.parse_args(argv)
+    if args.report_only:
+        _, md_path, _ = write_report(args.results, [])
+        print(f"wrote {md_path}")
+        return 0
 
     methods = common.parse_methods(args.methods, METHODS)
     cnns = [m for m in methods if m in common.CNN_METHODS]
     if cnns:
         args.minutes = common.check_minutes(args.minutes)
+        args.steps = common.check_steps(args.steps)
+        args.seeds = common.check_seeds(args.seeds, smoke=args.smoke)
     if args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     args.out = args.out.resolve()
@@ -299,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{row['method']}: mean IoU {row['miou']}  (val {row.get('val_miou')}), "
               f"trained in {row['train_seconds']:.0f} s; IoU {row['iou']}", flush=True)  # fmt: skip
-        json_path, md_path, merged = write_report(args.results, rows)
+        json_path, md_path, merged = write_report(args.results, [row])  # appended, never replaced
     if rows:
         print()
         print(common.text_table(merged, common.class_names_of(merged)))

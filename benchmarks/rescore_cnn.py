@@ -2,9 +2,12 @@
 
 Evaluates a run's best checkpoint on the validation and test splits in both contexts
 (each sample predicted whole with overlapping windows, and each tile alone) and
-replaces that method's row in the benchmark's result file, keeping the training facts
-(time, steps, overrides) from the row's run. For rows measured before whole-sample
-scoring existed; the checkpoint is the one the row was measured with.
+appends a new dated row for that method to the benchmark's result file (``rescored``:
+today; the earlier row stays, as the protocol in ``benchmarks/README.md`` asks),
+keeping the training facts (time, steps, overrides) from the row's run. For rows
+measured with one run (before whole-sample scoring existed); the checkpoint is the one
+the row was measured with. A re-score of the test split is a second look at it: say
+why in the notes.
 
 Usage::
 

@@ -16,7 +16,7 @@ pixels: the model's error without the labels' noise.
 
 Needs the dataset and samples that ``quality_synth.py`` made (``--out``); regenerates
 each sample's truth from its seed (byte-identical). Output: the table on stdout and
-``benchmarks/results/synth_label_ceiling.json`` / ``.md`` (rows merged by method).
+``benchmarks/results/synth_label_ceiling.json`` / ``.md`` (rows appended; the Markdown shows the latest per method).
 
 Usage::
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from mineralseg.cli import main
 
 
@@ -75,3 +77,35 @@ def test_console_script_entry_point(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_is_quiet_when_not_on_a_terminal_and_verbose_brings_detail(tmp_path, tiny_dataset):
+    """Piped output (not a TTY): a few summary lines, no progress bars, no Lightning chatter."""
+    import os
+
+    import yaml
+
+    from conftest import tiny_train_config
+
+    cfg = tiny_train_config(tiny_dataset, tmp_path / "runs", **{"trainer.max_epochs": 1,
+                                                                "trainer.progress_bar": True})
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env.pop("MINERALSEG_VERBOSE", None)
+    command = [sys.executable, "-m", "mineralseg"]
+
+    quiet = subprocess.run([*command, "train", str(path)], capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    lines = [ln for ln in (quiet.stdout + quiet.stderr).splitlines() if ln.strip()]
+    assert len(lines) <= 3, lines
+    assert lines[0].startswith("training finished, 4 steps, 1 epochs") and lines[-1].startswith("run folder: ")
+    for noise in ("GPU available", "Tip", "Epoch 0", "it/s", "Params", "Warning", "`Trainer.fit` stopped"):
+        assert noise not in quiet.stdout + quiet.stderr, noise
+
+    verbose = subprocess.run([*command, "--verbose", "train", str(path)], capture_output=True, text=True,
+                             timeout=300, env=env)
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
+    assert "GPU available" in verbose.stdout + verbose.stderr  # Lightning's detail is back
+    assert "Epoch 0" in verbose.stdout + verbose.stderr  # and the progress bar, although piped

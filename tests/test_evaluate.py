@@ -14,7 +14,13 @@ from PIL import Image
 from mineralseg.data import load_manifest
 from mineralseg.data.manifest import Tile
 from mineralseg.errors import DataError, UserError
-from mineralseg.evaluate.checkpoint import load_checkpoint_model, read_checkpoint, resolve_checkpoint
+from mineralseg.model_card import ModelCard
+from mineralseg.evaluate.checkpoint import (
+    check_grid_matches,
+    load_checkpoint_model,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from mineralseg.evaluate.evaluate import choose_panel_tiles, evaluate
 
 from conftest import write_tiny_dataset
@@ -83,7 +89,8 @@ def test_evaluate_default_folder_and_checkpoint_alone(trained_run, tiny_dataset,
 
 
 def test_evaluate_resizes_tiles_to_the_model_input(trained_run, tiny_dataset, tmp_path):
-    """Tiles twice the training size: resized for the model, scored at full resolution."""
+    """Tiles stored at twice the training resolution (same grid, ``out_size`` 128): resized
+    for the model, scored at full resolution."""
     big = tmp_path / "big"
     raw = json.loads((tiny_dataset / "manifest.json").read_text())
     for t in raw["tiles"]:
@@ -92,7 +99,7 @@ def test_evaluate_resizes_tiles_to_the_model_input(trained_run, tiny_dataset, tm
             (big / t[key]).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.repeat(np.repeat(arr, 2, 0), 2, 1)).save(big / t[key])
         t["class_counts"] = [4 * c for c in t["class_counts"]]
-    raw["out_size"] = raw["tile_size"] = 128
+    raw["out_size"] = 128  # same tile_size (grid) as training: only the stored resolution differs
     (big / "manifest.json").write_text(json.dumps(raw))
     small = evaluate(trained_run, tiny_dataset, out=tmp_path / "e64", panels=0, progress=False)
     large = evaluate(trained_run, big, out=tmp_path / "e128", panels=0, progress=False)
@@ -125,6 +132,83 @@ def test_checkpoint_lookup_errors(tmp_path, trained_run):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="cannot read checkpoint"):
         read_checkpoint(tmp_path / "junk.ckpt")
+
+
+class _CreatesFile:
+    """Unpickling this runs ``open(path, "w")``: the file appearing means code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _malicious_copy(trained_run, dest, marker):
+    """A run folder whose best checkpoint is the trained one plus a payload."""
+    shutil.copytree(trained_run, dest)
+    ckpt = torch.load(dest / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    ckpt["callbacks"]["payload"] = _CreatesFile(marker)
+    torch.save(ckpt, dest / "checkpoints" / "best.ckpt")
+    return dest
+
+
+def test_a_malicious_checkpoint_is_refused_and_nothing_runs(trained_run, tiny_dataset, tmp_path, capsys):
+    from mineralseg.cli import main
+
+    marker = tmp_path / "payload-ran"
+    run = _malicious_copy(trained_run, tmp_path / "run", marker)
+    with pytest.raises(DataError, match=r"refusing to open .*best.ckpt: it needs io.open, .* --trust-checkpoint"):
+        load_checkpoint_model(run)
+    assert not marker.exists()
+    code = main(["evaluate", str(run), "--dataset", str(tiny_dataset), "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: refusing to open"), err
+    assert not marker.exists() and not (tmp_path / "ev").exists()
+    # The payload is real: trusting the file runs it (only ever for your own files).
+    load_checkpoint_model(run, trust=True)
+    assert marker.exists()
+
+
+def test_checkpoints_the_project_writes_open_without_trust(trained_run):
+    ckpt = read_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    assert {"state_dict", "optimizer_states", "lr_schedulers", "loops", "callbacks"} <= set(ckpt)
+
+
+def _retuned(tiny_dataset, dest, **changes):
+    shutil.copytree(tiny_dataset, dest)
+    raw = json.loads((dest / "manifest.json").read_text())
+    for key, value in changes.items():
+        raw[key] = value
+    (dest / "manifest.json").write_text(json.dumps(raw))
+    return dest
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"sem_scale": 2}, r"sem_scale 1.0 vs 2\.0"),
+    ({"tile_size": 32}, r"tile_size 64 vs 32"),
+    ({"normalisation": {"method": "percentile", "low": 1, "high": 99}}, r"normalisation method 'none' vs 'percentile'"),
+])
+def test_evaluate_rejects_a_dataset_on_another_grid(trained_run, tiny_dataset, tmp_path, changes, message):
+    other = _retuned(tiny_dataset, tmp_path / "other", **changes)
+    with pytest.raises(DataError, match=message):
+        evaluate(trained_run, other, out=tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_grid_check_compares_settings_not_per_sample_statistics(tiny_dataset):
+    from dataclasses import replace
+
+    base = load_manifest(tiny_dataset)
+    norm = {"method": "percentile", "low": 1.0, "high": 99.0, "drift": True}
+    card = ModelCard(class_names=("a",), class_colors=((0, 0, 0),), ignore_index=255, arch="unet", mean=0.5, std=0.2,
+                     input_size=64, tile_size=64, out_size=64, sem_scale=1,
+                     sem_normalisation={**norm, "per_sample": {"a": {"offset": 3}}})
+    check_grid_matches(card, replace(base, normalisation={**norm, "per_sample": {"b": {"offset": 7}}}))  # same settings, other samples' statistics: fine
+    with pytest.raises(DataError, match=r"normalisation high 99.0 vs 99.5"):
+        check_grid_matches(card, replace(base, normalisation={**norm, "high": 99.5}), checkpoint="model.ckpt")
+    with pytest.raises(DataError, match=r"model.ckpt was trained .* normalisation drift True vs False"):
+        check_grid_matches(card, replace(base, normalisation={**norm, "drift": False}), checkpoint="model.ckpt")
 
 
 def _tile(i: int, counts, sample: str = "a") -> Tile:

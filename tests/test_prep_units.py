@@ -315,6 +315,27 @@ def test_split_blocks_keeps_blocks_whole_and_balanced():
     assert split_blocks(positions, tile, block, FRACTIONS, seed=8) != splits
 
 
+def test_split_blocks_guard_band_keeps_train_away_from_held_out_tiles():
+    tile, block = 16, 3
+    positions = [(tile * i, tile * j) for i in range(18) for j in range(15)]
+    plain = split_blocks(positions, tile, block, FRACTIONS, seed=7)
+    guarded = split_blocks(positions, tile, block, FRACTIONS, seed=7, guard=True)
+    grid = {(r // tile, c // tile): s for (r, c), s in zip(positions, guarded)}
+    kept = {k: s for k, s in grid.items() if s is not None}
+    # no kept train or val tile touches a test tile, not even at a corner
+    for (r, c), s in kept.items():
+        if s != "test":
+            assert all(kept.get((r + dr, c + dc)) != "test" for dr in (-1, 0, 1) for dc in (-1, 0, 1)), (r, c)
+    # the test blocks stay whole; exactly the train/val tiles next to them give way
+    plain_grid = {(r // tile, c // tile): s for (r, c), s in zip(positions, plain)}
+    for (r, c), s in plain_grid.items():
+        near_test = any(plain_grid.get((r + dr, c + dc)) == "test" for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+        assert grid[r, c] == (s if s == "test" or not near_test else None), (r, c)
+    dropped = guarded.count(None)
+    assert 0 < dropped < len(positions) // 3
+    assert guarded.count("train") > guarded.count("val") > 0
+
+
 def test_split_blocks_few_blocks_warns(caplog):
     positions = [(0, 0), (0, 16), (16, 0), (16, 16)]
     notes: list[str] = []

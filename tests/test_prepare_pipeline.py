@@ -73,8 +73,19 @@ def test_prepare_aligned_pairs_writes_the_dataset_layout(tmp_path):
     assert manifest["schema"]["names"] == SCHEMA.group_names and manifest["schema"]["ignore_index"] == 255
     assert manifest["samples"] == ["s0", "s1", "s2"]
     tiles = manifest["tiles"]
-    # 6 x 6 tiles of 16 px per sample, the corners mostly outside the disk
-    assert 3 * 20 <= len(tiles) <= 3 * 36
+    # 6 x 6 tiles of 16 px per sample, the corners mostly outside the disk; the guard
+    # band (on by default for blocks) dropped the tiles on borders between splits
+    dropped = manifest["split"]["guard_dropped"]
+    assert manifest["split"]["guard"] is True and len(dropped) > 0
+    assert 3 * 20 <= len(tiles) + len(dropped) <= 3 * 36
+    assert not {t["id"] for t in tiles} & set(dropped)
+    assert not any((out / "tiles" / d.rsplit("_r", 1)[0] / f"{d}_sem.png").exists() for d in dropped)
+    assert len(list(out.glob("tiles/*/*_sem.png"))) == len(tiles)
+    at = {(t["sample"], t["row"] // 16, t["col"] // 16): t["split"] for t in tiles}
+    for (name, r, c), s in at.items():  # no kept train/val tile touches a test tile
+        if s != "test":
+            assert all(at.get((name, r + dr, c + dc)) != "test" for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+    assert f"{len(dropped)} dropped next to test tiles" in summary["text"]
     ids = [t["id"] for t in tiles]
     assert len(set(ids)) == len(ids)
     total = np.zeros(SCHEMA.n_groups, np.int64)

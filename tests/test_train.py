@@ -241,7 +241,23 @@ def test_precision_auto_uses_bf16_only_where_the_cpu_has_it():
 
 
 @pytest.mark.slow
-def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset):
+def _training_state(module) -> dict:
+    """What a resumed fit must start from, read inside the running Trainer."""
+    trainer = module.trainer
+    optimizer = trainer.optimizers[0]
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    best = next(cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val_miou")
+    return {
+        "weights": {k: v.detach().clone() for k, v in module.model.state_dict().items()},
+        "exp_avg": [optimizer.state[p]["exp_avg"].clone() for p in optimizer.param_groups[0]["params"]],
+        "scheduler_epoch": scheduler.last_epoch,
+        "lr": optimizer.param_groups[0]["lr"],
+        "best_score": float(best.best_model_score),
+        "global_step": trainer.global_step,
+    }
+
+
+def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset, monkeypatch):
     runs = tmp_path / "runs"
     cfg_path = tmp_path / "train.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_train_config(tiny_dataset, runs, **{"trainer.max_epochs": 500})))
@@ -254,7 +270,8 @@ def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset):
         last = None
         while time.monotonic() < deadline and proc.poll() is None:
             found = list(runs.glob("*/checkpoints/last.ckpt")) if runs.exists() else []
-            if found:
+            # two epochs done: the best score and the schedule have moved on from their start
+            if found and torch.load(found[0], map_location="cpu", weights_only=True).get("epoch", 0) >= 1:
                 last = found[0]
                 break
             time.sleep(0.05)
@@ -265,21 +282,92 @@ def test_resume_after_kill_continues_steps(tmp_path, tiny_dataset):
         proc.wait(timeout=30)
         proc.stderr.close()
     run = last.parent.parent
-    killed = torch.load(last, map_location="cpu", weights_only=False)
+    killed = torch.load(last, map_location="cpu", weights_only=True)
     killed_step, killed_epoch = killed["global_step"], killed["epoch"]
     assert killed_step > 0 and json.loads((run / "run.json").read_text())["status"] == "running"
+    killed_best = next(v["best_model_score"] for k, v in killed["callbacks"].items() if "val_miou" in k)
 
+    seen = {}
+    monkeypatch.setattr(SegmentationModule, "on_train_start", lambda self: seen.update(_training_state(self)))
     target_epochs = killed_epoch + 3
     out = train(resume=run, overrides={"trainer.max_epochs": target_epochs})
     assert out == run and len(list(runs.iterdir())) == 1
-    final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    # the resumed fit started from the killed run's weights, optimiser state, LR schedule and best score
+    assert seen["global_step"] == killed_step
+    weights = {k[len("model."):]: v for k, v in killed["state_dict"].items() if k.startswith("model.")}
+    assert weights.keys() == seen["weights"].keys()
+    assert all(torch.equal(weights[k], seen["weights"][k]) for k in weights)
+    saved_moments = [s["exp_avg"] for s in killed["optimizer_states"][0]["state"].values()]
+    assert len(saved_moments) == len(seen["exp_avg"]) > 0
+    assert all(torch.equal(a, b) for a, b in zip(saved_moments, seen["exp_avg"]))
+    assert seen["scheduler_epoch"] == killed["lr_schedulers"][0]["last_epoch"] == killed_step
+    assert seen["lr"] == pytest.approx(killed["lr_schedulers"][0]["_last_lr"][0])
+    assert seen["best_score"] == pytest.approx(float(killed_best))
+
+    final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["global_step"] == target_epochs * 4 > killed_step
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished"
     assert record["resumed"][0]["global_step"] == killed_step
+    assert record["best_val_miou"] >= float(killed_best) - 1e-6  # the best so far is never forgotten
     # metrics.csv merged: one LR entry per step from 0 to the end, none repeated
     steps = sorted(s for s, _ in _column(_rows(run / "metrics.csv"), "lr"))
     assert steps == list(range(target_epochs * 4))
+
+
+def _changed_dataset(tiny_dataset: Path, dest: Path, **changes) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_dataset, dest)
+    raw = json.loads((dest / "manifest.json").read_text())
+    raw.update(changes)
+    (dest / "manifest.json").write_text(json.dumps(raw))
+    return dest
+
+
+def test_resume_refuses_changed_data_and_unsafe_checkpoints(trained_run, tiny_dataset, tmp_path):
+    import shutil
+
+    from mineralseg.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = (run / "run.json").read_text()
+    epochs = json.loads(before)["epochs"]
+    # another manifest (one tile fewer) under the same class names
+    raw = json.loads((tiny_dataset / "manifest.json").read_text())
+    changed = _changed_dataset(tiny_dataset, tmp_path / "changed", tiles=raw["tiles"][:-1])
+    with pytest.raises(DataError, match=r"cannot resume .*run: dataset .*changed changed since the run started "
+                                        r"\(manifest sha256 .*, was .*\).*--allow-changed-dataset"):
+        train(resume=run, overrides={"dataset": str(changed)})
+    renamed = {**raw["schema"], "names": ["pore", "quartz", "albite"]}
+    other = _changed_dataset(tiny_dataset, tmp_path / "other", schema=renamed)
+    with pytest.raises(DataError, match=r"trained on classes \['pore', 'quartz', 'clay'\] but dataset"):
+        train(resume=run, overrides={"dataset": str(other)}, allow_changed_dataset=True)
+    assert (run / "run.json").read_text() == before  # nothing was started or recorded
+
+    # an explicit yes continues on the changed data, and the change is recorded
+    train(resume=run, overrides={"dataset": str(changed), "trainer.max_epochs": epochs + 1},
+          allow_changed_dataset=True)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["resumed"][-1]["dataset_changed_from"] == json.loads(before)["dataset"]["manifest_sha256"]
+    assert record["dataset"]["manifest_sha256"] == load_manifest(changed).sha256
+
+    # a last.ckpt carrying a payload is refused before anything runs, by train() and by the CLI
+    marker = tmp_path / "payload-ran"
+
+    class CreatesFile:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["loops"]["payload"] = CreatesFile()
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(DataError, match=r"refusing to open .*last.ckpt: .*--trust-checkpoint"):
+        train(resume=run, overrides={"dataset": str(changed)})
+    assert main(["train", "--resume", str(run), "--set", f"dataset={changed}"]) == 2
+    assert not marker.exists()
 
 
 @pytest.mark.slow
@@ -329,8 +417,11 @@ def test_experiment_grid_writes_study_tables(tmp_path, tiny_dataset):
     assert rows[0]["params"] < rows[1]["params"]
     assert all(r["train_time_s"] > 0 and set(r["iou"]) == {"pore", "quartz", "clay"} for r in rows)
     md = (out / "results.md").read_text().splitlines()
-    assert md[0] == "| Model | pore | quartz | clay | mean IoU | train time | parameters |"
-    assert md[2].startswith("| Custom model |") and md[3].startswith("| Custom model (wide) |")
+    assert md[0].startswith("Each model's approach selected on the validation split")
+    assert md[2] == "| Model | pore | quartz | clay | mean IoU | val mean IoU | train time | parameters |"
+    assert md[4].startswith("| Custom model |") and md[5].startswith("| Custom model (wide) |")
+    assert all(0 <= r["val_miou"] <= 1 and set(r["val_iou"]) == {"pore", "quartz", "clay"} for r in rows)
+    assert (Path(rows[0]["run"]) / "eval-val" / "metrics.json").is_file()
     csv_rows = _rows(out / "results.csv")
     assert [r["model"] for r in csv_rows] == ["Custom model", "Custom model (wide)"]
     assert float(csv_rows[0]["params"]) == rows[0]["params"]
@@ -340,6 +431,51 @@ def test_experiment_grid_writes_study_tables(tmp_path, tiny_dataset):
     assert [r["run"] for r in again] == [r["run"] for r in rows]
     assert len(list((out / "runs").iterdir())) == 2
     assert np.isfinite([r["miou"] for r in again]).all()
+
+
+def test_experiment_selects_on_validation_and_reports_test(tmp_path, tiny_dataset, monkeypatch):
+    """Validation prefers `random`, test prefers `imagenet_full`: the table keeps `random`."""
+    import mineralseg.evaluate.evaluate as evaluate_module
+    import mineralseg.train.run as run_module
+
+    # (approach, split) -> mean IoU; the two splits disagree on the best approach
+    scores = {("random", "val"): 0.70, ("random", "test"): 0.50,
+              ("imagenet_full", "val"): 0.60, ("imagenet_full", "test"): 0.80}
+
+    def fake_train(cfg):
+        run = Path(cfg.run.root) / f"{cfg.run.name}-x"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "run.json").write_text(json.dumps({"train_time_s": 1.0, "model": {"parameters": 10}}))
+        (run / "approach").write_text(cfg.approach)
+        return run
+
+    def fake_evaluate(run, *, split, **kwargs):
+        miou = scores[((Path(run) / "approach").read_text(), split)]
+        return {"class_names": ["pore", "quartz", "clay"], "iou": {"pore": miou, "quartz": miou, "clay": miou},
+                "miou": miou, "input_size": 32}
+
+    monkeypatch.setattr(run_module, "train", fake_train)
+    monkeypatch.setattr(evaluate_module, "evaluate", fake_evaluate)
+    grid = tmp_path / "grid.yaml"
+    base = tiny_train_config(tiny_dataset, tmp_path / "unused")
+    base.pop("run")
+    grid.write_text(yaml.safe_dump({"base": base, "models": [{"arch": "unet", "encoder": "resnet18"}],
+                                    "input_sizes": [32], "approaches": ["random", "imagenet_full"]}))
+    rows = run_experiment(grid, tmp_path / "exp")
+    assert [(r["approach"], r["val_miou"], r["miou"]) for r in rows] == [("random", 0.7, 0.5),
+                                                                        ("imagenet_full", 0.6, 0.8)]
+    result = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert result["selected_on"] == "val"
+    assert result["table"] == [rows[0]["run"]]  # random: best on validation, although worse on test
+    md = (tmp_path / "exp" / "results.md").read_text().splitlines()
+    assert "selected on the validation split" in md[0]
+    assert md[4] == "| Unet + resnet18 | 0.50 | 0.50 | 0.50 | 0.50 | 0.70 | 1s | 10 |"
+
+    # the study's protocol, asked for explicitly, picks on test and says so
+    grid.write_text(grid.read_text() + "select_on: test\n")
+    run_experiment(grid, tmp_path / "exp")
+    assert json.loads((tmp_path / "exp" / "results.json").read_text())["table"] == [rows[1]["run"]]
+    assert "TEST split" in (tmp_path / "exp" / "results.md").read_text().splitlines()[0]
 
 
 @pytest.mark.slow

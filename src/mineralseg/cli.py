@@ -23,6 +23,20 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show detail: progress bars also when not on a terminal, Lightning's "
+        "messages and the model summary."
+    ),
+) -> None:
+    """Mineral maps from greyscale SEM images of rock."""
+    from mineralseg.console import set_verbose
+
+    if verbose:
+        set_verbose(True)
+
+
 @app.command()
 def synth(
     out: Path = typer.Argument(..., help="Output folder (must not exist unless --overwrite)."),
@@ -56,14 +70,24 @@ def train(
     config: Optional[Path] = typer.Argument(None, help="Training config (YAML); optional with --resume."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue from its last checkpoint."),
     set_: List[str] = typer.Option([], "--set", help="Override a config key: key.sub=value (repeatable)."),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="With --resume: open a checkpoint holding more than mineralseg writes "
+        "(it can run code; only for your own files)."
+    ),
+    allow_changed_dataset: bool = typer.Option(
+        False, "--allow-changed-dataset", help="With --resume: continue although the dataset's manifest changed."
+    ),
 ) -> None:
     """Train a segmentation model; writes a self-describing run folder."""
     from mineralseg.train.run import train as run_train
 
     if config is None and resume is None:
         raise UserError("give a training CONFIG, or --resume RUN to continue a run")
-    run = run_train(config, resume=resume, overrides=set_ or None)
-    typer.echo(f"run folder: {run}")
+    from mineralseg.train.run import run_summary
+
+    run = run_train(config, resume=resume, overrides=set_ or None, trust_checkpoint=trust_checkpoint,
+                    allow_changed_dataset=allow_changed_dataset)
+    typer.echo(run_summary(run))
 
 
 @app.command()
@@ -85,6 +109,10 @@ def evaluate(
     flips: bool = typer.Option(
         False, "--flips", help="With --context sample: average each window's prediction over its flips (4x time)."
     ),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="Open a checkpoint holding more than mineralseg writes "
+        "(it can run code; only for your own files)."
+    ),
 ) -> None:
     """Confusion-matrix metrics over a whole split, plus figures."""
     from mineralseg.evaluate.evaluate import evaluate as run_evaluate
@@ -93,7 +121,7 @@ def evaluate(
 
     result = run_evaluate(
         run_or_checkpoint, dataset, split=split, out=out, batch_size=batch_size, panels=panels, device=device,
-        context=context, flips=flips,
+        context=context, flips=flips, trust_checkpoint=trust_checkpoint,
     )
     typer.echo(metrics_markdown(result))
     typer.echo(f"metrics and figures: {result['out']}")
@@ -121,6 +149,8 @@ def predict(
     raw_shape: Optional[str] = typer.Option(None, "--raw-shape", help="H,W of raw image files."),
     raw_dtype: Optional[str] = typer.Option(None, "--raw-dtype", help="dtype of raw image files, e.g. uint16, <f4."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output folders."),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="Open a checkpoint that needs more than weights (your own old files only)."),
 ) -> None:
     """Map SEM images: mineral map, uncertainty, modal mineralogy and an HTML report per image."""
     from mineralseg.infer.predict import PredictSettings, predict as run_predict
@@ -129,7 +159,8 @@ def predict(
         sem_px=sem_px, pixel_size_um=pixel_size, outline=outline, normalise=normalise, flips=flips, device=device,
         batch_size=batch_size, probabilities=probabilities, raw_shape=_parse_shape(raw_shape), raw_dtype=raw_dtype,
     )
-    results = run_predict(checkpoint, images, out, settings, overwrite=overwrite, command=" ".join(sys.argv))
+    results = run_predict(checkpoint, images, out, settings, overwrite=overwrite, command=" ".join(sys.argv),
+                          trust_checkpoint=trust_checkpoint)
     for r in results:
         m = r.mineralogy
         fractions = ", ".join(f"{n} {p:.1f}%" for n, p in zip(m.class_names, m.area_percent))
@@ -168,12 +199,15 @@ def demo(
     samples: int = typer.Option(2, "--samples", min=2),
     size: int = typer.Option(2048, "--size", min=512),
     minutes: float = typer.Option(3.0, "--minutes", min=0.1, help="Training time limit."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", min=1, help="Training budget in optimiser steps (same work on any machine; --minutes still caps it)."
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Synthetic data -> prepare -> train a small U-Net -> evaluate, on the CPU in minutes."""
     from mineralseg.demo import run_demo
 
-    summary = run_demo(out, samples=samples, size=size, minutes=minutes, seed=seed)
+    summary = run_demo(out, samples=samples, size=size, minutes=minutes, seed=seed, steps=steps)
     typer.echo(summary["text"])
 
 

@@ -5,11 +5,20 @@ Checkpoints written by :mod:`mineralseg.train` carry a model card
 input normalisation, input/tile sizes, the working grid, architecture and encoder, the
 training data and the resolved training config. The model is rebuilt without pretrained weights (no
 download, no weights file needed) and then given the trained state.
+
+Checkpoints are pickles, and unpickling can run code. Every checkpoint is therefore
+opened with ``torch.load(weights_only=True)`` and an explicit allow-list of the few
+non-tensor types the project's checkpoints may hold (:data:`CHECKPOINT_TYPES`); a file
+that needs anything else is refused with a clear error. ``trust=True`` (the CLI's
+``--trust-checkpoint``) opens a file fully, for the user's own older files only.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
+import pickle
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +30,18 @@ from mineralseg.model_card import META_KEY, ModelCard
 if TYPE_CHECKING:  # importing mineralseg.data loads Lightning: seconds that predict does not need
     from mineralseg.data.manifest import DatasetManifest
 
-__all__ = ["check_dataset_matches", "load_checkpoint_model", "read_card", "read_checkpoint", "resolve_checkpoint"]
+__all__ = ["CHECKPOINT_TYPES", "check_dataset_matches", "check_grid_matches", "load_checkpoint_file",
+           "load_checkpoint_model", "read_card", "read_checkpoint", "resolve_checkpoint"]
 
 _MODEL_PREFIX = "model."
 _EMA_PREFIX = "ema.module."
+
+#: Types beyond tensors and plain data (dicts, lists, numbers, strings) that checkpoints
+#: written by ``mineralseg train`` (through Lightning) may hold: today's hold none, but a
+#: path in a config or a callback's state is harmless to rebuild. Nothing else is
+#: unpickled unless the user trusts the file.
+CHECKPOINT_TYPES: tuple[type, ...] = (pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath,
+                                      pathlib.PureWindowsPath)
 
 
 def resolve_checkpoint(run_or_checkpoint: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -53,8 +70,72 @@ def resolve_checkpoint(run_or_checkpoint: str | os.PathLike) -> tuple[Path, Path
     return path, run_dir
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint file (on the CPU) and check it describes itself.
+def load_checkpoint_file(path: str | os.PathLike, *, trust: bool = False) -> Any:
+    """``torch.load`` a checkpoint on the CPU without running code from it.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file.
+    trust : bool
+        Open the file fully (``weights_only=False``): a pickle can run any code, so
+        only for files the user made (the CLI's ``--trust-checkpoint``).
+
+    Returns
+    -------
+    object
+        What the file holds (for a checkpoint, a dict).
+
+    Raises
+    ------
+    UserError
+        No file at ``path``.
+    DataError
+        Unreadable file, or a file that needs types outside :data:`CHECKPOINT_TYPES`
+        (nothing from it is run).
+    """
+    path = Path(path)
+    try:
+        if trust:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(CHECKPOINT_TYPES)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint not found: {path}") from None
+    except pickle.UnpicklingError as exc:
+        found = _unsupported_global(str(exc))
+        if found is None:  # not a pickle torch can read at all
+            raise DataError(f"cannot read checkpoint {path}: {_short_reason(str(exc))}") from None
+        raise DataError(
+            f"refusing to open {path}: it needs {found}, which is beyond the tensors and types mineralseg "
+            "checkpoints hold, and opening it could run code from the file; if you made this file yourself, "
+            "pass --trust-checkpoint (trust=True)"
+        ) from None
+    except Exception as exc:  # corrupt / truncated file
+        raise DataError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def _unsupported_global(message: str) -> str | None:
+    """``os.system`` from torch's 'Unsupported global: GLOBAL os.system' message."""
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return match.group(1) if match else None
+
+
+def _short_reason(message: str) -> str:
+    """The line of torch's weights-only error that says what went wrong."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if ln.startswith(("Unsupported", "Unpickling", "WeightsUnpickler"))), None)
+    return detail or (lines[0] if lines else "unreadable")
+
+
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
+    """Load a checkpoint file safely (on the CPU) and check it describes itself.
+
+    Parameters
+    ----------
+    path : path-like
+    trust : bool
+        See :func:`load_checkpoint_file`.
 
     Returns
     -------
@@ -64,17 +145,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Raises
     ------
     DataError
-        Unreadable file, or a checkpoint not written by ``mineralseg train``.
+        Unreadable file, a file needing more than :data:`CHECKPOINT_TYPES` (unless
+        ``trust``), or a checkpoint not written by ``mineralseg train``.
     """
     path = Path(path)
-    try:
-        # Lightning checkpoints hold loop and callback states next to the tensors;
-        # only load checkpoints you trust (as for any pickle-based file).
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint not found: {path}") from None
-    except Exception as exc:
-        raise DataError(f"cannot read checkpoint {path}: {exc}") from None
+    ckpt = load_checkpoint_file(path, trust=trust)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise DataError(f"{path} is not a Lightning checkpoint (no state_dict)")
     if META_KEY not in ckpt and "meta" not in (ckpt.get("hyper_parameters") or {}):
@@ -99,7 +174,7 @@ def read_card(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> M
 
 
 def load_checkpoint_model(
-    path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", trust: bool = False
 ) -> tuple[torch.nn.Module, ModelCard]:
     """Rebuild the model of a checkpoint (or of a run folder's best checkpoint).
 
@@ -109,6 +184,8 @@ def load_checkpoint_model(
         A ``.ckpt`` file or a run folder (see :func:`resolve_checkpoint`).
     map_location : str or torch.device
         Device of the returned model.
+    trust : bool
+        Open the file fully (see :func:`load_checkpoint_file`); only for your own files.
 
     Returns
     -------
@@ -127,7 +204,7 @@ def load_checkpoint_model(
     from mineralseg.models import build_model
 
     ckpt_path, _ = resolve_checkpoint(path)
-    ckpt = read_checkpoint(ckpt_path)
+    ckpt = read_checkpoint(ckpt_path, trust=trust)
     card = read_card(ckpt, ckpt_path)
     model = build_model(
         card.arch,
@@ -162,4 +239,49 @@ def check_dataset_matches(card: ModelCard, manifest: DatasetManifest, *, checkpo
         raise DataError(
             f"{checkpoint} uses ignore_index {card.ignore_index} but dataset {manifest.root} "
             f"uses {manifest.ignore_index}"
+        )
+
+
+#: Normalisation settings that decide the grey levels a model sees (per-sample
+#: statistics such as the fitted offsets are not compared: they differ by sample).
+_NORMALISATION_SETTINGS = ("method", "low", "high", "drift")
+
+
+def check_grid_matches(card: ModelCard, manifest: DatasetManifest, *, checkpoint: Any = "checkpoint") -> None:
+    """DataError when a dataset was prepared on another grid or grey scale than a model's.
+
+    Compares the card's ``sem_scale``, ``tile_size`` and ``sem_normalisation`` (its
+    ``method``, ``low``, ``high`` and ``drift``; not the per-sample statistics) with the
+    dataset's. Normalisation settings the card does not record are not compared.
+
+    Parameters
+    ----------
+    card : ModelCard
+    manifest : DatasetManifest
+        The dataset to evaluate on.
+    checkpoint : object
+        Names the checkpoint in the message.
+
+    Raises
+    ------
+    DataError
+        One line naming the setting and both values, and what to do.
+    """
+    differences = []
+    if float(card.sem_scale) != float(manifest.sem_scale):
+        differences.append(f"sem_scale {card.sem_scale} vs {manifest.sem_scale}")
+    if int(card.tile_size) != int(manifest.tile_size):
+        differences.append(f"tile_size {card.tile_size} vs {manifest.tile_size}")
+    trained_norm = card.sem_normalisation
+    if trained_norm:
+        for key in _NORMALISATION_SETTINGS:
+            if key in trained_norm or key in manifest.normalisation:
+                a, b = trained_norm.get(key), manifest.normalisation.get(key)
+                if a != b:
+                    differences.append(f"normalisation {key} {a!r} vs {b!r}")
+    if differences:
+        raise DataError(
+            f"{checkpoint} was trained on another grid or grey scale than dataset {manifest.root} "
+            f"(checkpoint vs dataset: {'; '.join(differences)}); prepare the dataset with the checkpoint's "
+            "settings (sem_scale, tile_size, normalise)"
         )

@@ -33,7 +33,12 @@ from tqdm.auto import tqdm
 from mineralseg.data.dataset import TileDataset, read_tile
 from mineralseg.data.manifest import DatasetManifest, Tile, load_manifest
 from mineralseg.errors import DataError, UserError
-from mineralseg.evaluate.checkpoint import check_dataset_matches, load_checkpoint_model, resolve_checkpoint
+from mineralseg.evaluate.checkpoint import (
+    check_dataset_matches,
+    check_grid_matches,
+    load_checkpoint_model,
+    resolve_checkpoint,
+)
 from mineralseg.evaluate.metrics import ConfusionMatrix, metrics_from_confusion
 from mineralseg.infer.predict import predict_working_image, sample_overlap, sample_window
 from mineralseg.io.atomic import atomic_dir, write_json
@@ -141,6 +146,7 @@ def evaluate(
     progress: bool = True,
     context: str = "tile",
     flips: bool = False,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a dataset and write metrics and figures.
 
@@ -163,7 +169,7 @@ def evaluate(
     num_workers : int
         DataLoader workers.
     progress : bool
-        Show a progress bar.
+        Show a progress bar (on a terminal only).
     context : {"tile", "sample"}
         ``tile``: each tile is predicted on its own, as in training (its edge pixels see
         no context). ``sample``: each sample's whole working image
@@ -173,6 +179,9 @@ def evaluate(
     flips : bool
         With ``context="sample"``: average the predictions of each window and its three
         flips (test-time augmentation, 4x the time).
+    trust_checkpoint : bool
+        Open a checkpoint that holds more than the types mineralseg writes (a pickle
+        can run code: only for your own files).
 
     Returns
     -------
@@ -184,8 +193,9 @@ def evaluate(
     Raises
     ------
     UserError / DataError
-        Missing checkpoint or dataset, a dataset whose classes differ from the
-        model's, an empty split.
+        Missing checkpoint or dataset, a dataset whose classes, sem_scale, tile size
+        or normalisation differ from the model's, an empty split, a checkpoint that
+        is not safe to open (unless ``trust_checkpoint``).
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
@@ -195,13 +205,14 @@ def evaluate(
         raise UserError("flips (test-time augmentation) needs context 'sample'")
     ckpt, run_dir = resolve_checkpoint(run_or_checkpoint)
     dev = _device(device)
-    model, card = load_checkpoint_model(ckpt, map_location=dev)
+    model, card = load_checkpoint_model(ckpt, map_location=dev, trust=trust_checkpoint)
     if dataset is None:
         if not card.dataset:
             raise UserError(f"{ckpt} does not name its dataset; pass the dataset folder")
         dataset = card.dataset
     manifest = load_manifest(dataset)
     check_dataset_matches(card, manifest, checkpoint=ckpt)
+    check_grid_matches(card, manifest, checkpoint=ckpt)
     ds = TileDataset(
         manifest, split, input_size=card.input_size, mean=card.mean, std=card.std,
         resize_mask=False, cache=False,
@@ -216,7 +227,7 @@ def evaluate(
                        progress=progress, flips=flips)  # fmt: skip
     else:
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
+        for batch in tqdm(loader, desc=f"evaluate {split}", disable=None if progress else True, leave=False):
             pred = predict_batch(model, batch["image"].to(dev), manifest.out_size).cpu()
             cm.update(batch["mask"].numpy(), pred.numpy())
             for j, idx in enumerate(batch["index"].tolist()):
@@ -317,7 +328,7 @@ def _score_samples(
     by_sample: dict[str, list[int]] = {}
     for i, t in enumerate(tiles):
         by_sample.setdefault(t.sample, []).append(i)
-    for name in tqdm(list(by_sample), desc="evaluate samples", disable=not progress, leave=False):
+    for name in tqdm(list(by_sample), desc="evaluate samples", disable=None if progress else True, leave=False):
         image, labels = read_sample(manifest, name)
         needed = np.zeros(image.shape, bool)
         for i in by_sample[name]:

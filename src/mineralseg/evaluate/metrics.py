@@ -409,3 +409,27 @@ class SegmentationMetrics(torchmetrics.Metric):
         cm = ConfusionMatrix(self.num_classes, self.ignore_index)
         cm.matrix[...] = self.confmat.detach().cpu().numpy()
         return cm
+
+
+def majority_class_miou(confusion: Any) -> float:
+    """Mean IoU of predicting the most frequent true class everywhere (the floor any
+    useful model clears), on the pixels of a confusion matrix.
+
+    Parameters
+    ----------
+    confusion : array-like
+        (C, C) pixel counts, rows the true class (e.g. ``metrics["confusion_matrix"]``).
+
+    Returns
+    -------
+    float
+        The majority class's share of the pixels divided by the number of classes
+        present in the truth (absent classes are left out of the mean, as in
+        :func:`metrics_from_confusion`); 0.0 for an empty matrix.
+    """
+    support = np.asarray(confusion, dtype=np.float64).sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return 0.0
+    # IoU of the majority class is its share of all pixels; every other class scores 0.
+    return float(support.max() / support.sum() / present.sum())

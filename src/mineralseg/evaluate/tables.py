@@ -9,7 +9,8 @@ with the model name and optional cost figures added::
 Keys read: ``model`` (str, required); ``iou`` (mapping class name -> IoU, or a
 sequence in ``class_names`` order; missing classes show "-", extra ones are
 ignored); ``miou`` (else the mean of the row's defined class IoUs);
-``mean_f1`` and ``pixel_accuracy`` (optional columns); ``train_time_s``
+``mean_f1``, ``pixel_accuracy`` and ``val_miou`` (the validation mean IoU, e.g. the
+score a grid selected on; optional columns); ``train_time_s``
 (seconds); ``params`` (number of parameters). None or NaN shows as "-".
 
 In the Markdown the best value of each column is bold: the highest for IoU,
@@ -125,8 +126,8 @@ def _columns(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str],
                     defined = [x for x in v if not math.isnan(x)]
                     values.append(sum(defined) / len(defined) if defined else math.nan)
             out.append(_Column("mean IoU", "miou", values, fmt_score, True))
-        elif col in ("mean_f1", "pixel_accuracy"):
-            header = {"mean_f1": "mean F1", "pixel_accuracy": "pixel accuracy"}[col]
+        elif col in ("mean_f1", "pixel_accuracy", "val_miou"):
+            header = {"mean_f1": "mean F1", "pixel_accuracy": "pixel accuracy", "val_miou": "val mean IoU"}[col]
             values = [_number(r.get(col), m, col) for r, m in zip(rows, models)]
             out.append(_Column(header, col, values, fmt_score, True))
         elif col == "train_time":
@@ -136,7 +137,7 @@ def _columns(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str],
             values = [_number(r.get("params"), m, "params") for r, m in zip(rows, models)]
             out.append(_Column("parameters", "params", values, format_count, False))
         else:
-            valid = "model, iou, miou, mean_f1, pixel_accuracy, train_time, params"
+            valid = "model, iou, miou, mean_f1, pixel_accuracy, val_miou, train_time, params"
             raise UserError(f"unknown results column '{col}'; valid columns: {valid}")
     return models, out
 

@@ -647,9 +647,12 @@ def predict(
     overwrite: bool = False,
     progress: bool = True,
     command: str | None = None,
+    trust_checkpoint: bool = False,
 ) -> list[PredictResult]:
     """Map each image with one checkpoint; one output folder per image,
-    ``OUT/<image name>/`` (:func:`output_folder`).
+    ``OUT/<image name>/`` (:func:`output_folder`). The checkpoint is opened without
+    running code from it unless ``trust_checkpoint`` (see
+    :func:`mineralseg.evaluate.checkpoint.load_checkpoint_file`).
 
     Raises
     ------
@@ -672,7 +675,7 @@ def predict(
         if folder.exists() and not overwrite:
             raise UserError(f"{folder} already exists (use --overwrite to replace it)")
     dev = _device(settings.device)
-    model, card = load_checkpoint_model(checkpoint, map_location=dev)
+    model, card = load_checkpoint_model(checkpoint, map_location=dev, trust=trust_checkpoint)
     results = []
     for image, folder in zip(images, folders):
         results.append(predict_image(model, card, image, folder, settings, overwrite=overwrite, progress=progress,

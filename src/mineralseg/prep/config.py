@@ -108,6 +108,10 @@ class SplitConfig(StrictModel):
     by: Literal["blocks", "sample"] = "blocks"
     fractions: SplitFractions = Field(default_factory=SplitFractions)
     block_tiles: int = Field(4, ge=1)
+    guard: bool = Field(
+        True, description="by: blocks: drop the train and val tiles that touch a test tile (no training "
+        "tile shares a grain with a test tile); the manifest lists them"
+    )
     train: list[str] = Field(default_factory=list)
     val: list[str] = Field(default_factory=list)
     test: list[str] = Field(default_factory=list)

@@ -439,8 +439,12 @@ def _jsonable(v: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- dataset
-def _assign_splits(cfg: PrepareConfig, tiles_by_sample: dict[str, list[dict]], notes: list[str]) -> None:
+def _assign_splits(cfg: PrepareConfig, tiles_by_sample: dict[str, list[dict]], notes: list[str],
+                   root: Path | None = None) -> list[str]:
+    """Set each tile's split; return the ids of the tiles a guard band dropped (their
+    records leave ``tiles_by_sample`` and their files leave ``root``)."""
     split = cfg.split
+    dropped: list[str] = []
     fractions = split.fractions.as_dict()
     if split.by == "sample":
         names = [s.name for s in cfg.samples]
@@ -453,10 +457,16 @@ def _assign_splits(cfg: PrepareConfig, tiles_by_sample: dict[str, list[dict]], n
         for i, (name, tiles) in enumerate(tiles_by_sample.items()):
             labels = split_blocks(
                 [(t["row"], t["col"]) for t in tiles], cfg.tile_size, split.block_tiles, fractions,
-                seed=cfg.seed * 1000003 + i, name=name, notes=notes,
+                seed=cfg.seed * 1000003 + i, name=name, notes=notes, guard=split.guard,
             )
             for t, lab in zip(tiles, labels):
                 t["split"] = lab
+            dropped += [t["id"] for t in tiles if t["split"] is None]
+            for t in tiles:
+                if t["split"] is None and root is not None:
+                    for key in ("image", "mask"):
+                        (root / t[key]).unlink(missing_ok=True)
+            tiles[:] = [t for t in tiles if t["split"] is not None]
     used = {t["split"] for tiles in tiles_by_sample.values() for t in tiles}
     for s in SPLITS:
         if fractions.get(s, 0) > 0 and s not in used and not (split.by == "sample" and split.has_lists):
@@ -465,6 +475,7 @@ def _assign_splits(cfg: PrepareConfig, tiles_by_sample: dict[str, list[dict]], n
         for s in SPLITS:
             if getattr(split, s) and s not in used:
                 notes.append(f"the {s} split has no tile")
+    return dropped
 
 
 def _class_stats(tiles: list[dict], names: list[str]) -> dict[str, Any]:
@@ -552,7 +563,7 @@ def prepare(
             log.info("sample %s: %d tiles", sample.name, len(tiles_by_sample[sample.name]))
         bar.close()
 
-        _assign_splits(cfg, tiles_by_sample, notes)
+        guarded = _assign_splits(cfg, tiles_by_sample, notes, root)
         for msg in notes:
             log.warning(msg)
         tiles = [t for ts in tiles_by_sample.values() for t in ts]
@@ -572,7 +583,8 @@ def prepare(
                 "drift": cfg.normalise.drift,
                 "per_sample": norm_by_sample,
             },
-            "split": {"by": cfg.split.by, "seed": cfg.seed, "fractions": cfg.split.fractions.as_dict()},
+            "split": {"by": cfg.split.by, "seed": cfg.seed, "fractions": cfg.split.fractions.as_dict(),
+                      **({"guard": cfg.split.guard, "guard_dropped": guarded} if cfg.split.by == "blocks" else {})},
             "samples": [r["name"] for r in records],
             "tiles": tiles,
         }
@@ -615,6 +627,7 @@ def prepare(
     summary = {
         "out": str(out),
         "tiles": {s: per_split.get(s, 0) for s in SPLITS},
+        "guard_dropped": len(guarded),
         "class_names": names,
         "class_frequencies": stats["splits"]["all"]["frequencies"],
         "samples": records,
@@ -623,7 +636,8 @@ def prepare(
     }
     lines = [
         f"dataset: {out}",
-        f"tiles: {len(tiles)} (" + ", ".join(f"{s} {per_split.get(s, 0)}" for s in SPLITS) + ")",
+        f"tiles: {len(tiles)} (" + ", ".join(f"{s} {per_split.get(s, 0)}" for s in SPLITS) + ")"
+        + (f"; {len(guarded)} dropped next to test tiles (guard band)" if guarded else ""),
         "classes: " + ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(names, summary["class_frequencies"])),
     ]
     for r in records:

@@ -7,6 +7,8 @@ Two leak-free schemes:
   fractions over the samples).
 * :func:`split_blocks`: within each sample, square groups of ``block_tiles x
   block_tiles`` tiles go whole to one split, seeded, aiming at the fractions in tiles.
+  Grains cross block edges, so with ``guard`` the training and validation tiles that
+  touch a test tile are dropped: no kept training tile touches a test tile.
 
 Every split with a positive fraction gets something when there are enough samples or
 blocks; otherwise a warning is logged (and returned in the notes).
@@ -105,7 +107,8 @@ def split_blocks(
     seed: int = 0,
     name: str = "sample",
     notes: list[str] | None = None,
-) -> list[str]:
+    guard: bool = False,
+) -> list[str | None]:
     """Assign the tiles of one sample to splits by spatial blocks.
 
     Parameters
@@ -124,11 +127,18 @@ def split_blocks(
         Sample name for warnings.
     notes : list, optional
         Warnings are appended here as well as logged.
+    guard : bool
+        Drop the train and val tiles that touch (share an edge or a corner with) a
+        test tile. The test blocks stay whole, and the test tiles (scored once, at
+        the end) share no grain with a kept training or validation tile. Train and val
+        tiles may touch each other: validation picks checkpoints, where a slight
+        optimism costs little, and small datasets keep their training tiles.
 
     Returns
     -------
-    list of str
-        The split of each tile, in the order of ``positions``.
+    list of str or None
+        The split of each tile, in the order of ``positions``; None for a tile
+        dropped by ``guard``.
 
     Notes
     -----
@@ -164,7 +174,19 @@ def split_blocks(
         block_split[int(b)] = s
         counts[s] += int(sizes[b])
     _warn_empty({s for s, c in counts.items() if c}, fractions, f"blocks of sample {name!r}", notes)
-    return [block_split[int(b)] for b in block_of_tile]
+    labels: list[str | None] = [block_split[int(b)] for b in block_of_tile]
+    return _guard_band(ti, labels) if guard else labels
+
+
+def _guard_band(grid: np.ndarray, labels: list[str | None]) -> list[str | None]:
+    """``labels`` with None for every train or val tile whose 8-neighbourhood
+    (``grid``: (N, 2) tile row/col indices) holds a test tile."""
+    test = {(int(r), int(c)) for (r, c), s in zip(grid, labels) if s == "test"}
+    out = list(labels)
+    for i, (r, c) in enumerate(grid):
+        if labels[i] != "test" and any((int(r) + dr, int(c) + dc) in test for dr in (-1, 0, 1) for dc in (-1, 0, 1)):
+            out[i] = None
+    return out
 
 
 def _warn_empty(used: set[str], fractions: Mapping[str, float], what: str, notes: list[str] | None) -> None:

@@ -164,7 +164,7 @@ def write_synth_dataset(
     records = []
     palette = None
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        bar = tqdm(names, desc="synth", unit="sample", disable=not progress, file=sys.stderr)
+        bar = tqdm(names, desc="synth", unit="sample", disable=None if progress else True, file=sys.stderr)
         for k, name in enumerate(bar):
             kseed = sample_seed(seed, k)
             s = generate_sample(kseed, size=size, progress=progress, **_defaults_for(k, opts))

@@ -254,7 +254,7 @@ def generate_sample(
 
     section = build_section(rngs, recipe, schema.n_minerals, size, step, shape)
     offset = GREY_OFFSET if offset16 else 0
-    bar = tqdm(total=size, desc=f"synth seed {seed}", unit="row", disable=not progress, leave=False, file=sys.stderr)
+    bar = tqdm(total=size, desc=f"synth seed {seed}", unit="row", disable=None if progress else True, leave=False, file=sys.stderr)
     with bar:
         truth, sem = render_section(
             section.table, section.shading, section.ids, section.inside, section.fields, rngs["noise"],

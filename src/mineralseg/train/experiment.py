@@ -11,19 +11,25 @@ A grid YAML holds a base training config and the lists to combine::
     input_sizes: [128]
     approaches: [imagenet_full, imagenet_frozen, random]
     best_approach_only: true   # the study reported each model's best approach
-    split: test
+    select_on: val             # the split that picks it (default; never the test split)
 
 Every combination is trained in turn (``DIR/runs/<model>-<size>-<approach>-<time>``),
-evaluated on ``split``, and recorded with its training time and parameter count.
+evaluated on the validation AND the test split, and recorded with its training time
+and parameter count. With ``best_approach_only`` each model keeps the approach with
+the highest mean IoU on ``select_on`` (``val``): choosing on the test split would
+make the test score optimistic. ``select_on: test`` reproduces the study's
+selection and is marked as such in the tables. Tables show the test scores with
+the validation mean IoU beside them.
 Architectures without an encoder (``resunet``, ``plain-unet``) only run the
 ``random`` approach. A combination whose finished run (same resolved config) is
 already in ``DIR/runs`` is not trained again, so an interrupted grid continues where
 it stopped.
 
-Outputs: ``results.md`` / ``results.csv`` (the study's table: Model | IoU per class |
-mean IoU | train time | parameters; one table per input size, ``results-<size>.*``
-when there are several), ``results-all.*`` (every combination) and
-``results.json``.
+Outputs: ``results.md`` / ``results.csv`` (the study's table: Model | test IoU per
+class | test mean IoU | val mean IoU | train time | parameters, under a line saying
+which split selected the rows; one table per input size, ``results-<size>.*`` when
+there are several), ``results-all.*`` (every combination) and ``results.json``
+(rows with ``val_miou``/``val_iou`` and test ``miou``/``iou``, ``selected_on``).
 """
 
 from __future__ import annotations
@@ -33,13 +39,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from mineralseg.config import StrictModel, load_yaml, parse_config
 from mineralseg.errors import ConfigError
-from mineralseg.io.atomic import write_json
+from mineralseg.io.atomic import atomic_path, write_json
 from mineralseg.train.config import Approach, TrainConfig, load_train_config
 
 __all__ = ["ExperimentConfig", "GridModel", "PlannedRun", "display_name", "plan_experiment", "run_experiment"]
@@ -67,7 +73,9 @@ class ExperimentConfig(StrictModel):
     input_sizes: list[int] = Field(default_factory=list, description="empty: the base input_size")
     approaches: list[Approach] = Field(default_factory=list, description="empty: the base approach")
     best_approach_only: bool = True
-    split: str = "test"
+    select_on: Literal["val", "test"] = Field(
+        "val", description="split whose mean IoU picks each model's approach (test only to reproduce the study)"
+    )
     eval_batch_size: int = Field(8, ge=1)
     panels: int = Field(4, ge=0)
 
@@ -204,8 +212,9 @@ def run_experiment(
     -------
     list of dict
         One row per combination: ``model`` (label), ``arch``, ``encoder``,
-        ``input_size``, ``approach``, ``iou`` (class -> IoU), ``miou``, ``mean_f1``,
-        ``pixel_accuracy``, ``train_time_s``, ``params``, ``run`` (folder).
+        ``input_size``, ``approach``, ``iou`` (class -> test IoU), ``miou``,
+        ``mean_f1``, ``pixel_accuracy`` (test), ``val_iou``, ``val_miou``
+        (validation), ``train_time_s``, ``params``, ``run`` (folder).
 
     Raises
     ------
@@ -225,12 +234,15 @@ def run_experiment(
     class_names: list[str] = []
     for plan in plans:
         run_dir = _finished_run(out / "runs", plan.name, plan.config) or train(plan.config)
-        metrics_path = run_dir / f"eval-{cfg.split}" / "metrics.json"
-        if metrics_path.is_file():
-            metrics = json.loads(metrics_path.read_text())
-        else:
-            metrics = evaluate(run_dir, split=cfg.split, batch_size=cfg.eval_batch_size,
-                               panels=cfg.panels, progress=False)
+        scores = {}
+        for split in ("val", "test"):
+            metrics_path = run_dir / f"eval-{split}" / "metrics.json"
+            if metrics_path.is_file():
+                scores[split] = json.loads(metrics_path.read_text())
+            else:
+                scores[split] = evaluate(run_dir, split=split, batch_size=cfg.eval_batch_size,
+                                         panels=cfg.panels if split == "test" else 0, progress=False)
+        metrics, val = scores["test"], scores["val"]
         record = json.loads((run_dir / "run.json").read_text())
         class_names = metrics["class_names"]
         rows.append({
@@ -243,6 +255,8 @@ def run_experiment(
             "miou": metrics["miou"],
             "mean_f1": metrics.get("mean_f1"),
             "pixel_accuracy": metrics.get("pixel_accuracy"),
+            "val_iou": val["iou"],
+            "val_miou": val["miou"],
             "train_time_s": record.get("train_time_s"),
             "params": record.get("model", {}).get("parameters"),
             "run": str(run_dir),
@@ -251,27 +265,48 @@ def run_experiment(
     return rows
 
 
-def _best_per_model(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _best_per_model(rows: list[dict[str, Any]], select_on: str) -> list[dict[str, Any]]:
+    """Each model's row with the highest mean IoU on ``select_on`` (first one on ties)."""
+    key = "val_miou" if select_on == "val" else "miou"
     best: dict[str, dict[str, Any]] = {}
     for row in rows:
-        key = row["model"]
-        score = row["miou"] if row["miou"] is not None else -1.0
-        if key not in best or score > (best[key]["miou"] if best[key]["miou"] is not None else -1.0):
-            best[key] = row
+        score = row[key] if row[key] is not None else -1.0
+        kept = best.get(row["model"])
+        if kept is None or score > (kept[key] if kept[key] is not None else -1.0):
+            best[row["model"]] = row
     return list(best.values())
+
+
+_COLUMNS = ("model", "iou", "miou", "val_miou", "train_time", "params")
+
+
+def _selection_note(cfg: ExperimentConfig) -> str:
+    if not cfg.best_approach_only:
+        return "Every approach; IoU and mean IoU on the test split, val mean IoU on the validation split."
+    if cfg.select_on == "val":
+        return ("Each model's approach selected on the validation split (val mean IoU); IoU and mean IoU "
+                "on the test split, which played no part in the choice.")
+    return ("Each model's approach selected on the TEST split (the study's protocol): its test scores are "
+            "optimistic.")
 
 
 def _write_tables(rows, class_names, out: Path, cfg: ExperimentConfig, write_results) -> None:
     sizes = list(dict.fromkeys(r["input_size"] for r in rows))
     selected = []
+    note = _selection_note(cfg)
     for size in sizes:
         at_size = [r for r in rows if r["input_size"] == size]
-        table = _best_per_model(at_size) if cfg.best_approach_only else at_size
+        table = _best_per_model(at_size, cfg.select_on) if cfg.best_approach_only else at_size
         if not cfg.best_approach_only:
             table = [{**r, "model": f"{r['model']} ({r['approach']})"} for r in table]
         selected += table
-        write_results(table, class_names, out, stem="results" if len(sizes) == 1 else f"results-{size}")
+        stem = "results" if len(sizes) == 1 else f"results-{size}"
+        md, _ = write_results(table, class_names, out, stem=stem, columns=_COLUMNS)
+        text = md.read_text()
+        with atomic_path(md) as tmp:
+            tmp.write_text(f"{note}\n\n{text}")
     labelled = [{**r, "model": f"{r['model']} @{r['input_size']} ({r['approach']})"} for r in rows]
-    write_results(labelled, class_names, out, stem="results-all")
+    write_results(labelled, class_names, out, stem="results-all", columns=_COLUMNS)
     write_json(out / "results.json", {"class_names": class_names, "rows": rows,
-                                      "table": [r["run"] for r in selected]})
+                                      "selected_on": cfg.select_on if cfg.best_approach_only else None,
+                                      "note": note, "table": [r["run"] for r in selected]})

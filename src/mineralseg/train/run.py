@@ -46,18 +46,20 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from mineralseg.console import is_verbose, quiet_third_party, show_progress
 from mineralseg.data.datamodule import SegmentationDataModule
 from mineralseg.data.manifest import SPLITS, DatasetManifest, load_manifest
 from mineralseg.errors import ConfigError, DataError, UserError
+from mineralseg.evaluate.checkpoint import CHECKPOINT_TYPES, read_card, read_checkpoint
 from mineralseg.io.atomic import atomic_path, write_json
 from mineralseg.train.callbacks import NaNGuard, NonFiniteLossError
 from mineralseg.train.config import TrainConfig, load_train_config
 from mineralseg.train.losses import class_weights_from_frequencies
-from mineralseg.model_card import META_KEY, ModelCard, training_grid
+from mineralseg.model_card import ModelCard, training_grid
 from mineralseg.train.module import SegmentationModule
 from mineralseg.versions import package_versions
 
-__all__ = ["RUN_DIR_ENV", "package_versions", "read_run_metrics", "train", "training_card"]
+__all__ = ["RUN_DIR_ENV", "package_versions", "read_run_metrics", "run_summary", "train", "training_card"]
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +217,6 @@ def _device_info(trainer: L.Trainer) -> dict[str, Any]:
     return info
 
 
-def _load_checkpoint_dict(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt / truncated file
-        raise DataError(f"cannot read checkpoint {path}: {exc}") from None
-
-
 # --------------------------------------------------------------------------- metrics.csv
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as fh:
@@ -331,9 +326,14 @@ def _callbacks(cfg: TrainConfig, ckpt_dir: Path) -> list[L.Callback]:
     callbacks: list[L.Callback] = [NaNGuard(), last]
     if t.limit_val_batches != 0:  # without validation there is no val_miou to rank by
         callbacks.insert(1, best)
-    if t.progress_bar:
+    if _progress_bar(cfg):
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     return callbacks
+
+
+def _progress_bar(cfg: TrainConfig) -> bool:
+    """Lightning's bars only where someone watches: a terminal (or ``--verbose``)."""
+    return bool(cfg.trainer.progress_bar) and show_progress()
 
 
 def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
@@ -354,7 +354,8 @@ def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
         strategy=t.strategy,
         precision=_precision(cfg),
         log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=_progress_bar(cfg),
+        enable_model_summary=is_verbose(),
         deterministic=t.deterministic,
         gradient_clip_val=t.gradient_clip_val,
         logger=loggers,
@@ -387,22 +388,41 @@ def _run_folder(cfg: TrainConfig, owner: bool) -> tuple[Path, bool]:
     )
 
 
-def _resumed_meta(last_ckpt: Path, run_dir: Path, manifest: DatasetManifest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checkpoint to resume from and its meta; DataError if the classes changed."""
-    previous = _load_checkpoint_dict(last_ckpt)
-    meta = dict((previous.get(META_KEY) or {}).get("meta") or previous["hyper_parameters"]["meta"])
-    if meta["class_names"] != manifest.class_names:
+def _resumed_card(
+    last_ckpt: Path, run_dir: Path, manifest: DatasetManifest, *, trust: bool = False,
+    allow_changed_dataset: bool = False,
+) -> tuple[dict[str, Any], ModelCard]:
+    """The checkpoint to resume from and its model card.
+
+    Raises
+    ------
+    DataError
+        The dataset's classes differ from the run's, or its manifest changed (another
+        sha256) and ``allow_changed_dataset`` is False; an unsafe checkpoint (see
+        :func:`~mineralseg.evaluate.checkpoint.load_checkpoint_file`).
+    """
+    previous = read_checkpoint(last_ckpt, trust=trust)
+    card = read_card(previous, last_ckpt)
+    if list(card.class_names) != list(manifest.class_names):
         raise DataError(
-            f"cannot resume {run_dir}: it was trained on classes {meta['class_names']} but dataset "
+            f"cannot resume {run_dir}: it was trained on classes {list(card.class_names)} but dataset "
             f"{manifest.root} has {manifest.class_names}"
         )
-    return previous, meta
+    trained_on = card.dataset_sha256
+    if trained_on not in (None, manifest.sha256) and not allow_changed_dataset:
+        raise DataError(
+            f"cannot resume {run_dir}: dataset {manifest.root} changed since the run started (manifest sha256 "
+            f"{manifest.sha256[:12]}, was {str(trained_on)[:12]}); start a new run, or pass --allow-changed-dataset "
+            "to continue on the changed data"
+        )
+    return previous, card
 
 
-def _fit_kwargs(trainer: L.Trainer) -> dict[str, Any]:
-    # Lightning >= 2.5 asks whether resumed checkpoints may hold more than weights;
-    # ours hold loop and optimiser states.
-    return {"weights_only": False} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+def _fit_kwargs(trainer: L.Trainer, *, trust: bool = False) -> dict[str, Any]:
+    # Lightning >= 2.5 asks whether resumed checkpoints may hold more than weights. Ours
+    # hold loop and optimiser states as plain data, opened like any checkpoint: weights
+    # only (plus CHECKPOINT_TYPES, allowed around fit()) unless the user trusts the file.
+    return {"weights_only": not trust} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
 
 
 def _resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
@@ -420,6 +440,8 @@ def train(
     *,
     resume: str | os.PathLike | None = None,
     overrides: Any = None,
+    trust_checkpoint: bool = False,
+    allow_changed_dataset: bool = False,
 ) -> Path:
     """Train a segmentation model; return the run folder.
 
@@ -433,6 +455,12 @@ def train(
         epochs and steps continue, metrics.csv is merged).
     overrides : dict or list of str, optional
         Config changes, e.g. ``{"trainer.max_epochs": 80}`` or ``["optim.lr=1e-4"]``.
+    trust_checkpoint : bool
+        With ``resume``: open the checkpoint fully even if it holds more than the
+        types mineralseg writes (a pickle can run code; only for your own files).
+    allow_changed_dataset : bool
+        With ``resume``: continue although the dataset's manifest changed since the
+        run started (the change is recorded in ``run.json``).
 
     Returns
     -------
@@ -446,7 +474,9 @@ def train(
         take (all before anything is trained or written).
     DataError
         Dataset folder without ``manifest.json``, unreadable tiles, class schema of a
-        resumed run differing from the dataset's.
+        resumed run differing from the dataset's, a changed dataset on resume (unless
+        ``allow_changed_dataset``), a checkpoint that is not safe to open (unless
+        ``trust_checkpoint``).
     NonFiniteLossError
         The loss became NaN/inf (the message names the last good checkpoint).
     """
@@ -465,8 +495,9 @@ def train(
     previous: dict[str, Any] | None = None
     mean = std = None
     if last_ckpt is not None:
-        previous, old_meta = _resumed_meta(last_ckpt, run_dir, manifest)
-        mean, std, weights = old_meta["mean"], old_meta["std"], old_meta["class_weights"]
+        previous, old_card = _resumed_card(last_ckpt, run_dir, manifest, trust=trust_checkpoint,
+                                           allow_changed_dataset=allow_changed_dataset)
+        mean, std, weights = old_card.mean, old_card.std, old_card.class_weights
     else:
         weights = _class_weights(cfg, manifest)
 
@@ -493,7 +524,7 @@ def train(
             _set_aside_metrics(run_dir, int(previous.get("global_step", 0)))
 
     try:
-        with warnings.catch_warnings():
+        with quiet_third_party(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             trainer = _trainer(cfg, run_dir)
     except (MisconfigurationException, ValueError) as exc:
@@ -509,12 +540,14 @@ def train(
     started = time.perf_counter()
     status = "failed"
     try:
-        with warnings.catch_warnings():
+        with quiet_third_party(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             if cfg.model.freeze_encoder:  # a frozen encoder is kept in eval mode on purpose
                 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-            trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt, **_fit_kwargs(trainer))
+            with torch.serialization.safe_globals(list(CHECKPOINT_TYPES)):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=last_ckpt,
+                            **_fit_kwargs(trainer, trust=trust_checkpoint))
         if trainer.interrupted:
             status = "interrupted"
         else:
@@ -548,6 +581,8 @@ def _start_record(
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             record = {}
+    # The dataset the run used so far, read before this session's values replace it.
+    earlier_sha = record.get("dataset", {}).get("manifest_sha256")
     params = sum(p.numel() for p in module.model.parameters())
     trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     record.setdefault("start_time", now)
@@ -570,12 +605,12 @@ def _start_record(
                   "trainable_parameters": trainable},
     })
     if previous is not None:
-        if record.get("dataset", {}).get("manifest_sha256") not in (None, manifest.sha256):
+        entry = {"time": now, "checkpoint": str(last_ckpt), "epoch": previous.get("epoch"),
+                 "global_step": previous.get("global_step")}
+        if earlier_sha not in (None, manifest.sha256):  # only reached with allow_changed_dataset
             log.warning("resuming %s on a dataset whose manifest changed", run_dir)
-        record.setdefault("resumed", []).append(
-            {"time": now, "checkpoint": str(last_ckpt), "epoch": previous.get("epoch"),
-             "global_step": previous.get("global_step")}
-        )
+            entry["dataset_changed_from"] = earlier_sha
+        record.setdefault("resumed", []).append(entry)
     return record
 
 
@@ -593,3 +628,24 @@ def _finish_record(run_dir: Path, record: dict[str, Any], trainer: L.Trainer, st
         "best_val_miou": None if score is None or not np.isfinite(float(score)) else float(score),
     })
     write_json(run_dir / "run.json", record)
+
+
+def run_summary(run_dir: str | os.PathLike) -> str:
+    """A few lines about a run for people: status, steps, time, best validation score, folder."""
+    import json
+
+    from mineralseg.evaluate.tables import format_duration
+
+    run_dir = Path(run_dir)
+    try:
+        record = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return f"run folder: {run_dir}"
+    best = record.get("best_val_miou")
+    parts = [f"{record.get('status', '?')}", f"{record.get('global_step', '?')} steps",
+             f"{record.get('epochs', '?')} epochs"]
+    if record.get("train_time_s") is not None:
+        parts.append(format_duration(float(record["train_time_s"])))
+    if best is not None:
+        parts.append(f"best val mean IoU {best:.3f}")
+    return f"training {', '.join(parts)}\nrun folder: {run_dir}"

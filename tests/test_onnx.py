@@ -91,6 +91,19 @@ def test_predictor_returns_torch_logits_on_the_input_device(exported):
     assert isinstance(out, torch.Tensor) and out.shape == (1, 4, 32, 64) and out.dtype == torch.float32
 
 
+def test_a_model_exported_without_an_input_size_takes_any_valid_size(tmp_path):
+    """Traced at the smallest valid side (1 x 1 deepest features) the graph would be pinned to it."""
+    from mineralseg.infer.onnx import export_model
+    from mineralseg.models import build_model
+
+    model = build_model("unet", "resnet18", num_classes=3, decoder_channels=(16, 8, 8, 8, 8)).eval()
+    predictor = OnnxPredictor(export_model(model, tmp_path / "m.onnx"), threads=1)
+    for shape in [(1, 1, 32, 32), (3, 1, 96, 64)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            np.testing.assert_allclose(predictor(x).numpy(), model(x).numpy(), atol=1e-4)
+
+
 def test_a_run_folder_exports_through_the_cli(trained_run, tmp_path, capsys):
     out = tmp_path / "sub" / "run.onnx"
     assert main(["export", str(trained_run), str(out)]) == 0

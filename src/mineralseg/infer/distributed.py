@@ -31,6 +31,7 @@ See ``docs/distributed.md`` for starting a scheduler and GPU workers.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import os
 import uuid
@@ -41,7 +42,7 @@ import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from mineralseg.errors import UserError
-from mineralseg.infer.sliding import predict_class_bands, window_starts
+from mineralseg.infer.sliding import predict_class_bands, predict_probability_bands, window_starts
 
 __all__ = ["checkpoint_factory", "connect", "predict_classes_distributed", "task_plan"]
 
@@ -235,7 +236,9 @@ def predict_classes_distributed(
         out = np.zeros(shape, np.uint8)
     elif tuple(out.shape) != shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, the image {shape}")
-    window, overlap = int(sliding_kwargs.get("window", 512)), int(sliding_kwargs.get("overlap", 64))
+    defaults = inspect.signature(predict_probability_bands).parameters
+    window = int(sliding_kwargs.get("window", defaults["window"].default))
+    overlap = int(sliding_kwargs.get("overlap", defaults["overlap"].default))
     plan = task_plan(shape[0], window, overlap, window_rows=window_rows)
     name = f"mineralseg-model-{uuid.uuid4().hex[:8]}"
     client, close = connect(scheduler)

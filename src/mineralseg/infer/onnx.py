@@ -33,7 +33,7 @@ import torch
 
 from mineralseg.errors import DataError, UserError
 
-__all__ = ["META_PROP", "OnnxPredictor", "export_onnx", "load_onnx", "read_onnx_meta"]
+__all__ = ["META_PROP", "OnnxPredictor", "export_model", "export_onnx", "load_onnx", "read_onnx_meta"]
 
 META_PROP = "mineralseg"  # metadata_props key of the JSON self-description
 DEFAULT_OPSET = 18  # the lowest opset the torch.export-based exporter writes natively
@@ -63,7 +63,7 @@ def export_onnx(
         The ONNX file to write (atomically: a failed export leaves nothing under this name).
     input_size : int, optional
         Side of the example input the graph is traced with (default: the training
-        input size), rounded up to a valid size. The graph accepts any
+        input size), rounded up to a valid size of at least two encoder strides. The graph accepts any
         (N, in_channels, H, W) float32 input with H and W multiples of the model's
         ``input_divisor`` (recorded in the metadata) and at least ``min_input_size``.
     opset : int
@@ -80,21 +80,53 @@ def export_onnx(
         Missing or foreign checkpoint, bad ``input_size`` or ``opset``.
     """
     from mineralseg.evaluate.checkpoint import load_checkpoint_model
-    from mineralseg.io import atomic_path
-    from mineralseg.models._checks import padded_size
 
     if opset < DEFAULT_OPSET:
         raise UserError(f"opset {opset} is too old for the ONNX exporter; use {DEFAULT_OPSET} or newer")
     if input_size is not None and input_size < 1:
         raise UserError(f"input_size must be a positive number of pixels, got {input_size}")
     model, meta = load_checkpoint_model(checkpoint_or_run)
-    divisor, min_size = int(model.input_divisor), int(model.min_input_size)
-    side = padded_size(int(input_size or meta.get("input_size") or min_size), divisor, min_size)
-    channels = int(meta.get("in_channels", 1))
     card = {k: meta[k] for k in _CARD_KEYS if k in meta}
-    card.update(input_divisor=divisor, min_input_size=min_size, checkpoint=str(meta.get("checkpoint")),
-                input="(N, in_channels, H, W) float32 (uint8 / 255 - mean) / std", output="(N, C, H, W) logits")
-    example = torch.zeros(2, channels, side, side)
+    card["checkpoint"] = str(meta.get("checkpoint"))
+    return export_model(model, path, card=card, input_size=input_size or meta.get("input_size"), opset=opset)
+
+
+def export_model(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    *,
+    card: dict[str, Any] | None = None,
+    input_size: int | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Write a model built by :func:`mineralseg.models.build_model` as an ONNX file.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        Has ``in_channels``, ``input_divisor`` and ``min_input_size``; exported in eval mode.
+    path : path-like
+        Written atomically.
+    card : dict, optional
+        JSON-serialisable self-description stored under :data:`META_PROP`, completed
+        with ``input_divisor``, ``min_input_size`` and the input and output contract.
+    input_size, opset
+        See :func:`export_onnx`.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    from mineralseg.io import atomic_path
+    from mineralseg.models._checks import padded_size
+
+    divisor, min_size = int(model.input_divisor), int(model.min_input_size)
+    # Traced at >= 2 strides: a 1 x 1 deepest feature map would pin the graph to that size.
+    side = padded_size(max(int(input_size or 0), 2 * divisor), divisor, min_size)
+    card = {**(card or {}), "input_divisor": divisor, "min_input_size": min_size,
+            "input": "(N, in_channels, H, W) float32 (uint8 / 255 - mean) / std", "output": "(N, C, H, W) logits"}  # fmt: skip
+    example = torch.zeros(2, int(model.in_channels), side, side)
     batch = torch.export.Dim("batch", min=1)
     rows = torch.export.Dim("rows", min=max(1, min_size // divisor))
     cols = torch.export.Dim("cols", min=max(1, min_size // divisor))
@@ -104,7 +136,7 @@ def export_onnx(
         raw = Path(scratch) / "model.onnx"
         with _quiet():
             torch.onnx.export(
-                model, (example,), str(raw), input_names=[_INPUT], output_names=[_OUTPUT],
+                model.eval(), (example,), str(raw), input_names=[_INPUT], output_names=[_OUTPUT],
                 dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False, verbose=False,
             )  # fmt: skip
         import onnx

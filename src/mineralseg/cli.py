@@ -247,6 +247,22 @@ def compare(
     typer.echo(f"report: {result.out / 'report.html'}")
 
 
+@app.command()
+def export(
+    run_or_checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint file of a trained model."),
+    out: Path = typer.Argument(..., help="ONNX file to write, e.g. model.onnx."),
+    input_size: Optional[int] = typer.Option(
+        None, "--input-size", min=1, help="Side of the example input used for tracing (default: the training size)."
+    ),
+) -> None:
+    """Write a TRAINED model as one ONNX file (any batch and image size; classes, colours and
+    normalisation in its metadata) for ONNX Runtime. Not export-weights."""
+    from mineralseg.infer.onnx import export_onnx
+
+    path = export_onnx(run_or_checkpoint, out, input_size=input_size)
+    typer.echo(f"ONNX model: {path}")
+
+
 @app.command("export-weights")
 def export_weights(
     encoder: str = typer.Argument(..., help="Encoder name, e.g. resnet18, inceptionv3, efficientnet-b4."),
@@ -254,7 +270,8 @@ def export_weights(
         None, "--out", help="Weights file (default: where `encoder_weights: imagenet` looks first)."
     ),
 ) -> None:
-    """Download an encoder's ImageNet weights once (needs a network) for offline use."""
+    """Download an untrained encoder's ImageNet weights once (needs a network), to START training
+    offline with `encoder_weights: imagenet`. To ship a trained model, see `export`."""
     from mineralseg.models import save_encoder_weights
 
     path = save_encoder_weights(encoder, out)

@@ -1,5 +1,6 @@
 """Inference on whole images: overlapping windows blended into one map."""
 
+from mineralseg.infer.onnx import OnnxPredictor, export_onnx, load_onnx
 from mineralseg.infer.sliding import (
     edge_weights,
     predict_class_bands,
@@ -10,6 +11,9 @@ from mineralseg.infer.sliding import (
 )
 
 __all__ = [
+    "OnnxPredictor",
+    "export_onnx",
+    "load_onnx",
     "edge_weights",
     "predict_class_bands",
     "predict_classes",

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mineralseg.cli import main
+from mineralseg.model_card import ModelCard
 from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.checkpoint import load_checkpoint_model
 from mineralseg.infer import predict_classes, predict_probabilities
@@ -61,12 +62,12 @@ def test_onnx_probabilities_equal_pytorch(exported):
     """Same windows, same blending: ONNX Runtime's probabilities are PyTorch's within 1e-3,
     for any batch size and window size (the graph's batch and spatial axes are free)."""
     ckpt, onnx_path = exported
-    model, meta = load_checkpoint_model(ckpt)
+    model, card = load_checkpoint_model(ckpt)
     predictor, onnx_meta = load_onnx(onnx_path, threads=1)
     assert onnx_meta["input_divisor"] == 32 and onnx_meta["onnx"] == str(onnx_path)
     image = _image((150, 121))
     for window, overlap, batch_size, zoom in [(64, 16, 3, 1.0), (96, 32, 2, 1.0), (48, 16, 4, 1.5)]:
-        kwargs = dict(mean=meta["mean"], std=meta["std"], window=window, overlap=overlap, batch_size=batch_size,
+        kwargs = dict(mean=card.mean, std=card.std, window=window, overlap=overlap, batch_size=batch_size,
                       zoom=zoom, multiple=onnx_meta["input_divisor"])  # fmt: skip
         want = predict_probabilities(model, image, **kwargs)
         got = predict_probabilities(predictor, image, **kwargs)
@@ -78,11 +79,12 @@ def test_onnx_probabilities_equal_pytorch(exported):
 
 def test_onnx_file_describes_the_checkpoint(exported):
     ckpt, onnx_path = exported
-    _, meta = load_checkpoint_model(ckpt)
-    _, card = load_onnx(onnx_path)
+    _, card = load_checkpoint_model(ckpt)
+    _, meta = load_onnx(onnx_path)
+    from_onnx = ModelCard.from_dict(meta)
     for key in ("class_names", "class_colors", "mean", "std", "input_size", "tile_size", "sem_scale", "arch", "encoder"):
-        assert card[key] == meta[key], key
-    assert card["min_input_size"] == 32 and card["checkpoint"] == str(ckpt)
+        assert getattr(from_onnx, key) == getattr(card, key), key
+    assert meta["min_input_size"] == 32 and meta["checkpoint"] == str(ckpt)
 
 
 def test_predictor_returns_torch_logits_on_the_input_device(exported):
@@ -109,8 +111,8 @@ def test_a_run_folder_exports_through_the_cli(trained_run, tmp_path, capsys):
     assert main(["export", str(trained_run), str(out)]) == 0
     assert f"ONNX model: {out}" in capsys.readouterr().out
     predictor, meta = load_onnx(out)
-    model, ckpt_meta = load_checkpoint_model(trained_run)
-    assert meta["class_names"] == ckpt_meta["class_names"] and meta["arch"] == "plain-unet"
+    model, card = load_checkpoint_model(trained_run)
+    assert meta["class_names"] == list(card.class_names) and meta["arch"] == "plain-unet"
     image = _image((70, 90), seed=1)
     kwargs = dict(mean=meta["mean"], std=meta["std"], window=64, overlap=16, multiple=meta["input_divisor"])
     np.testing.assert_allclose(predict_probabilities(predictor, image, **kwargs),

@@ -282,3 +282,21 @@ def test_the_report_renders_in_chromium(trained_run, mosaic, chromium, tmp_path)
     for text in ("Modal mineralogy", "area mm²", "Model card", "quartz", "porosity", "--pixel-size 0.5"):
         assert text in dom, text
     assert dom.count("<table") >= 3
+
+
+def test_onnx_runtime_maps_like_pytorch(trained_run, mosaic, tmp_path):
+    """--engine onnxruntime (exported on the fly) and an .onnx file from `mineralseg export`
+    give the PyTorch map (probabilities within 1e-3, so at most a few tie pixels differ)."""
+    from mineralseg.infer.onnx import export_onnx
+
+    _, _, _, tif = mosaic
+    (torch_run,) = predict(trained_run, [tif], tmp_path / "t", NO_OUTLINE, progress=False)
+    (ort_run,) = predict(trained_run, [tif], tmp_path / "o", PredictSettings(sem_px=1, outline="none",
+                                                                            engine="onnxruntime"), progress=False)
+    onnx = export_onnx(trained_run, tmp_path / "model.onnx")
+    (file_run,) = predict(onnx, [tif], tmp_path / "f", NO_OUTLINE, progress=False)
+    want = _read(torch_run.out / "labels.tif")
+    for run in (ort_run, file_run):
+        assert (_read(run.out / "labels.tif") == want).mean() > 0.999
+    with pytest.raises(UserError, match="unknown engine 'tensorrt'"):
+        PredictSettings(engine="tensorrt")

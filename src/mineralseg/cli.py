@@ -146,6 +146,8 @@ def predict(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best available)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Training tiles' worth of input per pass."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write probabilities.zarr (C, H, W)."),
+    engine: str = typer.Option("torch", "--engine", help="torch | onnxruntime (CHECKPOINT may also be an .onnx "
+                               "file from `mineralseg export`)."),
     raw_shape: Optional[str] = typer.Option(None, "--raw-shape", help="H,W of raw image files."),
     raw_dtype: Optional[str] = typer.Option(None, "--raw-dtype", help="dtype of raw image files, e.g. uint16, <f4."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output folders."),
@@ -157,7 +159,8 @@ def predict(
 
     settings = PredictSettings(
         sem_px=sem_px, pixel_size_um=pixel_size, outline=outline, normalise=normalise, flips=flips, device=device,
-        batch_size=batch_size, probabilities=probabilities, raw_shape=_parse_shape(raw_shape), raw_dtype=raw_dtype,
+        batch_size=batch_size, probabilities=probabilities, engine=engine, raw_shape=_parse_shape(raw_shape),
+        raw_dtype=raw_dtype,
     )
     results = run_predict(checkpoint, images, out, settings, overwrite=overwrite, command=" ".join(sys.argv),
                           trust_checkpoint=trust_checkpoint)

@@ -38,14 +38,6 @@ __all__ = ["META_PROP", "OnnxPredictor", "export_model", "export_onnx", "load_on
 META_PROP = "mineralseg"  # metadata_props key of the JSON self-description
 DEFAULT_OPSET = 18  # the lowest opset the torch.export-based exporter writes natively
 _INPUT, _OUTPUT = "image", "logits"
-# Checkpoint self-description kept in the ONNX file (see load_checkpoint_model).
-_CARD_KEYS = (
-    "class_names", "class_colors", "ignore_index", "num_classes", "schema_name", "in_channels", "mean", "std",
-    "input_size", "tile_size", "out_size", "sem_scale", "sem_normalisation", "arch", "encoder", "model_options",
-    "dataset_sha256", "weights", "epoch", "global_step",
-)  # fmt: skip
-
-
 def export_onnx(
     checkpoint_or_run: str | os.PathLike,
     path: str | os.PathLike,
@@ -85,10 +77,8 @@ def export_onnx(
         raise UserError(f"opset {opset} is too old for the ONNX exporter; use {DEFAULT_OPSET} or newer")
     if input_size is not None and input_size < 1:
         raise UserError(f"input_size must be a positive number of pixels, got {input_size}")
-    model, meta = load_checkpoint_model(checkpoint_or_run)
-    card = {k: meta[k] for k in _CARD_KEYS if k in meta}
-    card["checkpoint"] = str(meta.get("checkpoint"))
-    return export_model(model, path, card=card, input_size=input_size or meta.get("input_size"), opset=opset)
+    model, card = load_checkpoint_model(checkpoint_or_run)
+    return export_model(model, path, card=card.to_dict(), input_size=input_size or card.input_size, opset=opset)
 
 
 def export_model(

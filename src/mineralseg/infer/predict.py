@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,9 @@ OUTLINES = ("auto", "sem", "none")
 #: image border is taken as rock reaching the edges (no mount around it).
 AUTO_BORDER_ROCK = 0.5
 _NORMALISE = ("auto", "none")
+#: Inference engines: PyTorch, or ONNX Runtime (the checkpoint exported on the fly, or an
+#: ONNX file written by ``mineralseg export``).
+ENGINES = ("torch", "onnxruntime")
 _OUTSIDE_COLOURS = ((224, 224, 224), (192, 192, 192), (255, 255, 255), (0, 0, 0))
 
 
@@ -192,6 +196,8 @@ class PredictSettings:
         ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when available).
     probabilities : bool
         Also write ``probabilities.zarr`` ((C, H, W) float16).
+    engine : {"torch", "onnxruntime"}
+        Who runs the network (an ``.onnx`` checkpoint always runs on ONNX Runtime).
     raw_shape, raw_dtype : optional
         Shape (H, W) and dtype of raw image files.
     """
@@ -204,12 +210,15 @@ class PredictSettings:
     batch_size: int = 8
     device: str | None = None
     probabilities: bool = False
+    engine: str = "torch"
     raw_shape: tuple[int, int] | None = None
     raw_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.outline not in OUTLINES:
             raise UserError(f"unknown outline {self.outline!r}; choose one of {', '.join(OUTLINES)}")
+        if self.engine not in ENGINES:
+            raise UserError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.normalise not in _NORMALISE:
             raise UserError(f"unknown normalise {self.normalise!r}; choose one of {', '.join(_NORMALISE)}")
         for name in ("sem_px", "pixel_size_um"):
@@ -661,8 +670,6 @@ def predict(
         every image before any work), a checkpoint that is not a mineralseg model,
         or any error of :func:`predict_image` (earlier images' folders stay complete).
     """
-    from mineralseg.evaluate.checkpoint import load_checkpoint_model
-
     if not images:
         raise UserError("give at least one IMAGE to map")
     folders = [output_folder(out, p) for p in images]
@@ -675,9 +682,28 @@ def predict(
         if folder.exists() and not overwrite:
             raise UserError(f"{folder} already exists (use --overwrite to replace it)")
     dev = _device(settings.device)
-    model, card = load_checkpoint_model(checkpoint, map_location=dev, trust=trust_checkpoint)
-    results = []
-    for image, folder in zip(images, folders):
-        results.append(predict_image(model, card, image, folder, settings, overwrite=overwrite, progress=progress,
-                                     command=command))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="mineralseg-predict-") as scratch:
+        model, card = _load_model(checkpoint, settings.engine, dev, Path(scratch), trust=trust_checkpoint)
+        results = []
+        for image, folder in zip(images, folders):
+            results.append(predict_image(model, card, image, folder, settings, overwrite=overwrite,
+                                         progress=progress, command=command))  # fmt: skip
     return results
+
+
+def _load_model(checkpoint: str | os.PathLike, engine: str, device: torch.device, scratch: Path, *,
+                trust: bool) -> tuple[Any, ModelCard]:
+    """The network and its card: a checkpoint on PyTorch or exported to ONNX Runtime (into
+    ``scratch``), or an ONNX file written by ``mineralseg export``."""
+    from mineralseg.evaluate.checkpoint import load_checkpoint_model
+    from mineralseg.infer.onnx import OnnxPredictor, export_model, load_onnx
+
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        predictor, meta = load_onnx(checkpoint)
+        return predictor, ModelCard.from_dict(meta, where=str(checkpoint))
+    model, card = load_checkpoint_model(checkpoint, map_location=device if engine == "torch" else "cpu",
+                                        trust=trust)  # fmt: skip
+    if engine == "torch":
+        return model, card
+    path = export_model(model, scratch / "model.onnx", card=card.to_dict(), input_size=card.input_size)
+    return OnnxPredictor(path), card

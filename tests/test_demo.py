@@ -41,7 +41,7 @@ def test_demo_runs_end_to_end(tmp_path):
     text = summary["text"]
     assert "| albite |" in text and "mean IoU" in text and "panels.png" in text
     # ...and ends by mapping a synthetic SEM image that no training tile came from.
-    mapped = tmp_path / "demo" / "maps" / "sample00"
+    mapped = tmp_path / "demo" / "maps" / "unseen_sem"
     assert summary["map"] == str(mapped) and f"report: {mapped / 'report.html'}" in text
     for name in ("labels.tif", "map.png", "mineralogy.csv", "report.html"):
         assert (mapped / name).is_file()

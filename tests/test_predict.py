@@ -300,3 +300,20 @@ def test_onnx_runtime_maps_like_pytorch(trained_run, mosaic, tmp_path):
         assert (_read(run.out / "labels.tif") == want).mean() > 0.999
     with pytest.raises(UserError, match="unknown engine 'tensorrt'"):
         PredictSettings(engine="tensorrt")
+
+
+@pytest.mark.slow
+def test_a_dask_cluster_of_two_workers_maps_like_the_local_run(trained_run, mosaic, tmp_path):
+    """--scheduler local:2: the image is cut on the window grid, so the labels are identical."""
+    _, image, _, _ = mosaic
+    tif = tmp_path / "big.tif"  # 13 rows of windows: two tasks of 8 rows share the work
+    tifffile.imwrite(tif, np.kron(image, np.ones((16, 16), np.uint8)))
+    (local,) = predict(trained_run, [tif], tmp_path / "local", NO_OUTLINE, progress=False)
+    settings = PredictSettings(sem_px=1, outline="none", scheduler="local:2")
+    (cluster,) = predict(trained_run, [tif], tmp_path / "cluster", settings, progress=False)
+    np.testing.assert_array_equal(_read(cluster.out / "labels.tif"), _read(local.out / "labels.tif"))
+    assert cluster.mineralogy.pixels == local.mineralogy.pixels
+    assert not (cluster.out / "uncertainty.tif").exists() and cluster.mineralogy.uncertain_pixels is None
+    assert (cluster.out / "report.html").is_file() and not (cluster.out / "_labels.zarr").exists()
+    with pytest.raises(UserError, match="--probabilities is not available with --scheduler"):
+        PredictSettings(scheduler="local:2", probabilities=True)

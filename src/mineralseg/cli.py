@@ -146,6 +146,9 @@ def predict(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best available)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Training tiles' worth of input per pass."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write probabilities.zarr (C, H, W)."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Predict on a Dask cluster: local:N (N local workers) or tcp://HOST:PORT "
+        "(see docs/distributed.md); no uncertainty map then."),
     engine: str = typer.Option("torch", "--engine", help="torch | onnxruntime (CHECKPOINT may also be an .onnx "
                                "file from `mineralseg export`)."),
     raw_shape: Optional[str] = typer.Option(None, "--raw-shape", help="H,W of raw image files."),
@@ -159,7 +162,7 @@ def predict(
 
     settings = PredictSettings(
         sem_px=sem_px, pixel_size_um=pixel_size, outline=outline, normalise=normalise, flips=flips, device=device,
-        batch_size=batch_size, probabilities=probabilities, engine=engine, raw_shape=_parse_shape(raw_shape),
+        batch_size=batch_size, probabilities=probabilities, engine=engine, scheduler=scheduler, raw_shape=_parse_shape(raw_shape),
         raw_dtype=raw_dtype,
     )
     results = run_predict(checkpoint, images, out, settings, overwrite=overwrite, command=" ".join(sys.argv),

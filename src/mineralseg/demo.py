@@ -7,6 +7,7 @@ the same library call the CLI verbs make, so the demo is also a worked example.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,9 @@ def run_demo(
 
     # A new SEM image that no training tile came from, mapped as a user maps one.
     unseen = Path(write_synth_dataset(out / "unseen", samples=1, size=size, seed=seed + 1, overwrite=True))
-    (mapped,) = predict(run, sorted(unseen.glob("*/sem.tif")), out / "maps", overwrite=True)
+    image = out / "unseen_sem.tif"  # named for its output folder, maps/unseen_sem/
+    shutil.copyfile(unseen / "sample00" / "sem.tif", image)
+    (mapped,) = predict(run, [image], out / "maps", overwrite=True)
 
     record = json.loads((run / "run.json").read_text())
     row = {

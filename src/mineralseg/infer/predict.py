@@ -198,6 +198,10 @@ class PredictSettings:
         Also write ``probabilities.zarr`` ((C, H, W) float16).
     engine : {"torch", "onnxruntime"}
         Who runs the network (an ``.onnx`` checkpoint always runs on ONNX Runtime).
+    scheduler : str, optional
+        ``local:N`` or ``tcp://HOST:PORT``: predict on a Dask cluster
+        (:mod:`mineralseg.infer.distributed`; identical class ids; no uncertainty map
+        or probabilities, since the workers return class ids only).
     raw_shape, raw_dtype : optional
         Shape (H, W) and dtype of raw image files.
     """
@@ -211,6 +215,7 @@ class PredictSettings:
     device: str | None = None
     probabilities: bool = False
     engine: str = "torch"
+    scheduler: str | None = None
     raw_shape: tuple[int, int] | None = None
     raw_dtype: str | None = None
 
@@ -227,6 +232,8 @@ class PredictSettings:
                 raise UserError(f"{name.replace('_', '-')} must be a positive number, got {value}")
         if self.batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.scheduler is not None and self.probabilities:
+            raise UserError("--probabilities is not available with --scheduler (the workers return class ids only)")
 
 
 @dataclass
@@ -414,6 +421,7 @@ def predict_image(
     overwrite: bool = False,
     progress: bool = True,
     command: str | None = None,
+    model_factory: Any = None,
 ) -> PredictResult:
     """Map one image and write its output folder (see the module docstring).
 
@@ -431,6 +439,9 @@ def predict_image(
         Progress bars (on stderr).
     command : str, optional
         The command line, for the run record and the report.
+    model_factory : callable, optional
+        With ``settings.scheduler``: builds the model on each worker
+        (:func:`mineralseg.infer.distributed.checkpoint_factory`).
 
     Returns
     -------
@@ -489,14 +500,14 @@ def predict_image(
                     downscale_area(image, sem_px, out=_NormalisingSink(work, params, to_preview), progress=bars)
                 files, counts, uncertain, display = _predict_and_write(
                     model, card, work, mask_preview, to_preview, tmp, settings, dev, sem_px,
-                    progress=progress, image_mpx=h * w / 1e6)  # fmt: skip
+                    progress=progress, image_mpx=h * w / 1e6, model_factory=model_factory)  # fmt: skip
                 if not isinstance(work, np.ndarray):
                     import shutil
 
                     shutil.rmtree(tmp / "_working.zarr", ignore_errors=True)
                 pixel_um = None if settings.pixel_size_um is None else settings.pixel_size_um * sem_px
                 mineralogy = modal_mineralogy(counts, list(card.class_names), pixel_size_um=pixel_um,
-                                              uncertain_pixels=int(uncertain))  # fmt: skip
+                                              uncertain_pixels=uncertain)  # fmt: skip
                 write_mineralogy(mineralogy, tmp / "mineralogy.csv", tmp / "mineralogy.json")
                 files += ["mineralogy.csv", "mineralogy.json"]
                 files += _write_pictures(tmp, card, display)
@@ -535,28 +546,59 @@ class _Display:
     step: int
     grey: np.ndarray
     labels: np.ndarray
-    uncertainty: np.ndarray
+    uncertainty: np.ndarray | None  # None on a cluster (class ids only)
+
+
+def _class_bands(
+    model: Any, card: ModelCard, work: Any, tmp: Path, settings: PredictSettings, dev: torch.device,
+    probs_store: Any, model_factory: Any,
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]:
+    """``(start, stop, classes, top)`` bands of the working image, top to bottom: class ids
+    and the blended probability of each pixel's class (None on a cluster, which returns
+    class ids only)."""
+    if settings.scheduler is None:
+        for start, stop, probs in predict_bands(model, card, work, batch_size=settings.batch_size, device=dev,
+                                                flips=settings.flips):  # fmt: skip
+            if probs_store is not None:
+                probs_store[:, start:stop] = probs.astype(np.float16)
+            yield start, stop, probs.argmax(axis=0).astype(np.uint8), probs.max(axis=0)
+        return
+    import zarr
+
+    from mineralseg.infer.distributed import predict_classes_distributed
+
+    hw, ww = (int(v) for v in work.shape)
+    labels = zarr.create_array(store=str(tmp / "_labels.zarr"), shape=(hw, ww), dtype=np.uint8,
+                               chunks=(min(ZARR_CHUNK, hw), min(ZARR_CHUNK, ww)), zarr_format=3)  # fmt: skip
+    predict_classes_distributed(model_factory, work, scheduler=settings.scheduler, out=labels, device=str(dev),
+                                flips=settings.flips, **_sliding_options(card, settings.batch_size))  # fmt: skip
+    for start in range(0, hw, ZARR_CHUNK):
+        stop = min(hw, start + ZARR_CHUNK)
+        yield start, stop, np.asarray(labels[start:stop]), None
 
 
 def _predict_and_write(
     model: Any, card: ModelCard, work: Any, mask_preview: np.ndarray, to_preview: float, tmp: Path,
     settings: PredictSettings, dev: torch.device, sem_px: float, *, progress: bool, image_mpx: float,
-) -> tuple[list[str], np.ndarray, int, _Display]:
+    model_factory: Any = None,
+) -> tuple[list[str], np.ndarray, int | None, _Display]:
     """Predict the working image band by band and write labels.tif, uncertainty.tif (and
     probabilities.zarr); return the files, class counts inside the section, the number
-    of uncertain pixels and the display previews."""
+    of uncertain pixels (None on a cluster) and the display previews."""
+    from contextlib import ExitStack
+
     from mineralseg.io import TiffBlockWriter
 
     hw, ww = (int(v) for v in work.shape)
     c = card.num_classes
     step = max(1, math.ceil(max(hw, ww) / PREVIEW_SIDE))
-    disp_rows = -(-hw // step)
-    display = _Display(step, np.zeros((disp_rows, -(-ww // step)), np.uint8),
-                       np.zeros((disp_rows, -(-ww // step)), np.uint8), np.zeros((disp_rows, -(-ww // step)), np.uint8))
+    disp_shape = (-(-hw // step), -(-ww // step))
+    local = settings.scheduler is None
+    display = _Display(step, np.zeros(disp_shape, np.uint8), np.zeros(disp_shape, np.uint8),
+                       np.zeros(disp_shape, np.uint8) if local else None)  # fmt: skip
     pcols = np.minimum(((np.arange(ww) + 0.5) * to_preview).astype(np.int64), mask_preview.shape[1] - 1)
     counts = np.zeros(c, np.int64)
     uncertain = 0
-    colormap = labels_colormap(_colour_lut(card))
     pixel_um = None if settings.pixel_size_um is None else settings.pixel_size_um * sem_px
     probs_store = None
     if settings.probabilities:
@@ -566,40 +608,39 @@ def _predict_and_write(
                                         chunks=(1, min(ZARR_CHUNK, hw), min(ZARR_CHUNK, ww)), zarr_format=3)
     bar = tqdm(total=round(image_mpx, 2), desc="predict", unit="Mpx", disable=None if progress else True,
                file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}, {rate_fmt}]")
-    with (TiffBlockWriter(tmp / "labels.tif", (hw, ww), np.uint8, compression="zlib", colormap=colormap,
-                          description=labels_description(card.class_names, card.class_colors,
-                                                         image_px_per_pixel=sem_px, pixel_size_um=pixel_um)) as labels_out,
-          TiffBlockWriter(tmp / "uncertainty.tif", (hw, ww), np.uint8, compression="zlib") as unc_out):
-        for start, stop, probs in predict_bands(model, card, work, batch_size=settings.batch_size, device=dev,
-                                                flips=settings.flips):  # fmt: skip
+    with ExitStack() as stack:
+        labels_out = stack.enter_context(TiffBlockWriter(
+            tmp / "labels.tif", (hw, ww), np.uint8, compression="zlib", colormap=labels_colormap(_colour_lut(card)),
+            description=labels_description(card.class_names, card.class_colors, image_px_per_pixel=sem_px,
+                                           pixel_size_um=pixel_um)))  # fmt: skip
+        unc_out = stack.enter_context(TiffBlockWriter(tmp / "uncertainty.tif", (hw, ww), np.uint8,
+                                                      compression="zlib")) if local else None  # fmt: skip
+        for start, stop, classes, top in _class_bands(model, card, work, tmp, settings, dev, probs_store,
+                                                      model_factory):  # fmt: skip
             prow = np.minimum(((np.arange(start, stop) + 0.5) * to_preview).astype(np.int64), mask_preview.shape[0] - 1)
             inside = mask_preview[np.ix_(prow, pcols)]
-            if probs is None:  # not reached without `needed`; kept for completeness
-                classes = np.full((stop - start, ww), OUTSIDE, np.uint8)
-                unc = np.zeros((stop - start, ww), np.uint8)
-            else:
-                top = probs.max(axis=0)
-                classes = probs.argmax(axis=0).astype(np.uint8)
-                unc = np.rint((1.0 - top) * 255).astype(np.uint8)
-                uncertain += int(np.count_nonzero((top < UNCERTAIN_PROBABILITY) & inside))
-                if probs_store is not None:
-                    probs_store[:, start:stop] = probs.astype(np.float16)
             counts += np.bincount(classes[inside], minlength=c)[:c]
             classes[~inside] = OUTSIDE
-            unc[~inside] = 0
             labels_out.write(classes)
-            unc_out.write(unc)
             first = -(-start // step) * step
-            if first < stop:
-                rows = slice(first - start, stop - start, step)
-                dr = slice(first // step, first // step + len(range(first, stop, step)))
-                display.labels[dr] = classes[rows, ::step]
+            rows = slice(first - start, stop - start, step)
+            dr = slice(first // step, first // step + len(range(first, stop, step)))
+            if top is not None:
+                uncertain += int(np.count_nonzero((top < UNCERTAIN_PROBABILITY) & inside))
+                unc = np.rint((1.0 - top) * 255).astype(np.uint8)
+                unc[~inside] = 0
+                unc_out.write(unc)
                 display.uncertainty[dr] = unc[rows, ::step]
-                display.grey[dr] = np.asarray(work[first:stop:step, ::step])
+            display.labels[dr] = classes[rows, ::step]
+            display.grey[dr] = np.asarray(work[first:stop:step, ::step])
             bar.update((stop - start) / hw * image_mpx)
     bar.close()
-    files = ["labels.tif", "uncertainty.tif"] + (["probabilities.zarr"] if probs_store is not None else [])
-    return files, counts, uncertain, display
+    if not local:
+        import shutil
+
+        shutil.rmtree(tmp / "_labels.zarr", ignore_errors=True)
+    files = ["labels.tif"] + (["uncertainty.tif"] if local else []) + (["probabilities.zarr"] if probs_store is not None else [])
+    return files, counts, uncertain if local else None, display
 
 
 def _write_pictures(tmp: Path, card: ModelCard, display: _Display) -> list[str]:
@@ -684,10 +725,20 @@ def predict(
     dev = _device(settings.device)
     with tempfile.TemporaryDirectory(prefix="mineralseg-predict-") as scratch:
         model, card = _load_model(checkpoint, settings.engine, dev, Path(scratch), trust=trust_checkpoint)
+        factory = None
+        if settings.scheduler is not None:
+            from mineralseg.infer.distributed import checkpoint_factory
+
+            if Path(checkpoint).suffix.lower() == ".onnx":
+                factory = checkpoint_factory(checkpoint, engine="onnxruntime")
+            elif settings.engine == "onnxruntime":  # the file _load_model exported
+                factory = checkpoint_factory(Path(scratch) / "model.onnx", engine="onnxruntime")
+            else:
+                factory = checkpoint_factory(checkpoint, device=str(dev))
         results = []
         for image, folder in zip(images, folders):
             results.append(predict_image(model, card, image, folder, settings, overwrite=overwrite,
-                                         progress=progress, command=command))  # fmt: skip
+                                         progress=progress, command=command, model_factory=factory))  # fmt: skip
     return results
 
 

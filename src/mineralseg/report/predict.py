@@ -25,7 +25,7 @@ def write_predict_report(
     *,
     grey: np.ndarray,
     labels: np.ndarray,
-    uncertainty: np.ndarray,
+    uncertainty: np.ndarray | None,
     lut: np.ndarray,
     command: str | None = None,
 ) -> None:
@@ -40,7 +40,7 @@ def write_predict_report(
         The model (shown as a table, with the data it was trained on).
     grey, labels, uncertainty : (h, w) uint8 ndarrays
         Display previews of the normalised image, the class ids (255 outside the
-        section) and the uncertainty (0 certain .. 255).
+        section) and the uncertainty (0 certain .. 255; None when not computed).
     lut : (256, 3) uint8 ndarray
         Colour of each id.
     command : str, optional
@@ -64,7 +64,8 @@ def write_predict_report(
         ["section", result.outline],
         ["section pixels", m.section_pixels],
         ["porosity %", _percent(m.porosity_percent) or "no pore class"],
-        ["uncertain pixels %", f"{_percent(m.uncertain_percent)} (blended probability of the class below 0.5)"],
+        ["uncertain pixels %", f"{_percent(m.uncertain_percent)} (blended probability of the class below 0.5)"
+                               if m.uncertain_percent is not None else "not computed (predicted on a cluster)"],
         ["time", f"{result.seconds:.1f} s ({result.mpx_per_s:.2f} image Mpx/s)"],
     ]
     if m.excluded_classes:
@@ -75,8 +76,9 @@ def write_predict_report(
             Figure("Mineral map", rgb, resample="nearest",
                    caption="Grey: outside the section." if (~inside).any() else ""),
             Figure("Overlay", overlay(grey, rgb, mask=inside)),
-            Figure("Uncertainty (1 - probability of the chosen class)", uncertainty,
-                   caption="Dark: certain; bright: the model hesitates between classes."),
+            *([Figure("Uncertainty (1 - probability of the chosen class)", uncertainty,
+                      caption="Dark: certain; bright: the model hesitates between classes.")]
+              if uncertainty is not None else []),
             Legend(list(card.class_names), np.asarray(card.class_colors, np.uint8), title="Classes"),
         ]),
         Section("Modal mineralogy", [

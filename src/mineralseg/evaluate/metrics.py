@@ -50,7 +50,9 @@ def _as_numpy(a: Any, what: str) -> np.ndarray:
     return a
 
 
-def _check_range(values: np.ndarray, num_classes: int, what: str) -> None:
+def check_class_range(values: np.ndarray, num_classes: int, what: str) -> None:
+    """DataError naming ``what`` when an id of ``values`` (ignore pixels already removed)
+    lies outside ``0 .. num_classes - 1``."""
     if values.size == 0:
         return
     lo, hi = int(values.min()), int(values.max())
@@ -110,8 +112,8 @@ def confusion_matrix(
             keep = t != ignore_index
             if not keep.all():
                 t, p = t[keep], p[keep]
-        _check_range(t, num_classes, "truth")
-        _check_range(p, num_classes, "prediction")
+        check_class_range(t, num_classes, "truth")
+        check_class_range(p, num_classes, "prediction")
         idx = t.astype(np.int64) * num_classes + p.astype(np.int64)
         counts += np.bincount(idx, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)

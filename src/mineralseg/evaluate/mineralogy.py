@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mineralseg.errors import DataError, UserError
+from mineralseg.evaluate.metrics import check_class_range
 from mineralseg.io.atomic import atomic_path, write_json
 from mineralseg.models._lookup import unknown_name_error
 
@@ -123,13 +124,7 @@ def class_counts(
             ids = ids[keep]
         if ids.size == 0:
             continue
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= num_classes:
-            bad = lo if lo < 0 else hi
-            raise DataError(
-                f"class map holds id {bad}, outside 0..{num_classes - 1} (num_classes={num_classes}; "
-                f"only the ignore index {ignore_index} may lie outside)"
-            )
+        check_class_range(ids, num_classes, "class map")
         counts += np.bincount(ids.astype(np.intp, copy=False), minlength=num_classes)
     return counts
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -327,3 +328,14 @@ def test_downscale_mode_matches_area_vote(factor):
     chosen = np.take_along_axis(votes, out[None].astype(np.int64), axis=0)[0]
     np.testing.assert_allclose(chosen, best, atol=1e-9)
     assert len(np.unique(out)) == 4
+
+
+def test_write_json_converts_numpy_paths_and_non_finite_floats(tmp_path):
+    from mineralseg.io import json_ready, write_json
+
+    obj = {1: np.int64(3), "a": np.array([[1, 2]], np.uint8), "f": np.float32(0.5), "nan": float("nan"),
+           "t": (np.bool_(True), Path("/x/y")), "inf": np.float64(np.inf)}
+    write_json(tmp_path / "o.json", obj)
+    back = json.loads((tmp_path / "o.json").read_text())
+    assert back == {"1": 3, "a": [[1, 2]], "f": 0.5, "nan": None, "t": [True, "/x/y"], "inf": None}
+    assert json_ready(back) == back

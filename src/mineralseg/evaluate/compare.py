@@ -513,9 +513,9 @@ def _read_qemscan(
     seams: dict[str, Any] = {"applied": False}
     if repair_seams:
         rep = repair_mosaic(minerals, ignore_index=schema.ignore_index)
-        seams = _plain({"applied": rep.detected, "field_size": rep.field_size, "seam_width": rep.seam_width,
-                        "confidence": rep.confidence, "damaged_shape": minerals.shape,
-                        "repaired_shape": rep.repaired.shape})
+        seams = mio.json_ready({"applied": rep.detected, "field_size": rep.field_size, "seam_width": rep.seam_width,
+                                "confidence": rep.confidence, "damaged_shape": minerals.shape,
+                                "repaired_shape": rep.repaired.shape})
         minerals = rep.repaired
     return lut[minerals], seams
 
@@ -589,14 +589,3 @@ def _write_outputs(
     if "score_after" in reg:
         title += f": score {reg['score_before']:.3f} -> {reg['score_after']:.3f}"
     _registration_figure(acc, len(colors), folder / "registration_qa.png", title)
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-

@@ -18,7 +18,6 @@ Outputs (``out``, default ``RUN/eval-<split>/``)::
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -270,7 +269,7 @@ def evaluate(
             figures += _run_figures(run_dir, tmp)
         result["figures"] = figures
         result["out"] = str(out_dir)
-        write_json(tmp / "metrics.json", _json_safe(result))
+        write_json(tmp / "metrics.json", result)
     return result
 
 
@@ -345,13 +344,3 @@ def _score_samples(
                 kept[i] = cv2.resize(guess, (manifest.out_size,) * 2, interpolation=cv2.INTER_NEAREST)
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj

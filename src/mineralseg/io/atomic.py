@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -82,7 +85,26 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         raise
 
 
+def json_ready(obj: Any) -> Any:
+    """``obj`` with plain JSON types only: numpy scalars and arrays become numbers and
+    lists, tuples lists, mapping keys strings, paths strings, and non-finite floats None
+    (strict JSON has no NaN or Infinity)."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        return json_ready(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented JSON (through :func:`json_ready`), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(json_ready(obj), indent=2, sort_keys=False) + "\n")

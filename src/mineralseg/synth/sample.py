@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from mineralseg.classes import ClassSchema, load_schema
 from mineralseg.errors import UserError
+from mineralseg.io.atomic import json_ready
 from mineralseg.synth import grids
 from mineralseg.synth.damage import apply_mosaic_damage
 from mineralseg.synth.fields import draw_drift
@@ -283,23 +284,10 @@ def generate_sample(
         shift_px=shift_px,
         grey_offset=offset,
         drift=drift,
-        seams=_jsonable(seams),
+        seams=json_ready(seams),
         mineral_fractions=_fractions(truth, schema, bg_id),
         seed=int(seed),
         palette=schema.name,
         shape=shape,
         schema=schema,
     )
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays inside a layout dict to plain JSON types."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

@@ -57,9 +57,9 @@ def prepare(
     """Repair, register, normalise and tile SEM/label pairs into a training dataset.
 
     With --images DIR --masks DIR, every image and its mask (same name) is a sample
-    of an aligned pair; CONFIG is then optional (its other settings are kept).
+    of an aligned pair; CONFIG is then optional (its settings are kept; it lists no samples).
     """
-    from mineralseg.prep.config import folder_config, load_prepare_config
+    from mineralseg.prep.config import folder_config
     from mineralseg.prep.pipeline import prepare as run_prepare
 
     if (images is None) != (masks is None):
@@ -72,8 +72,7 @@ def prepare(
     source: object = config
     if images is not None:
         names = [c.strip() for c in classes.split(",")] if classes is not None else None
-        base = load_prepare_config(config) if config is not None else None
-        source = folder_config(images, masks, base=base, classes=names, tile_size=tile_size, pattern=pattern, seed=seed)
+        source = folder_config(images, masks, config=config, classes=names, tile_size=tile_size, pattern=pattern, seed=seed)
     summary = run_prepare(source, out, overwrite=overwrite)
     typer.echo(_format_summary(summary))
 

@@ -392,30 +392,31 @@ def folder_config(
     images: str | Path,
     masks: str | Path,
     *,
-    base: PrepareConfig | None = None,
+    config: str | Path | None = None,
     classes: list[str] | None = None,
     tile_size: int | None = None,
     pattern: str | None = None,
     seed: int | None = None,
 ) -> PrepareConfig:
-    """The config of ``mineralseg prepare --images DIR --masks DIR`` (the folder shortcut).
+    """The config of ``mineralseg prepare [CONFIG] --images DIR --masks DIR`` (the folder shortcut).
 
     Parameters
     ----------
     images, masks : path-like
         The two folders (relative to the current folder).
-    base : PrepareConfig, optional
-        A loaded config whose other settings are kept (its ``samples`` / ``folders`` are
-        replaced). Without it, the shortcut's defaults: classes told from the masks,
-        ``outline: auto``, 8-bit images kept as they are (``normalise: none``), other
-        images stretched by one percentile mapping over all of them (``scope:
-        dataset``, no drift), tiles as big as the smallest image (at most 512 px),
-        ``split.by: auto``, every tile image kept (``min_sample_fraction: 0``).
+    config : path-like, optional
+        A prepare config whose settings are kept (it must not list ``samples``; its
+        ``folders`` settings other than the two folders are kept). Settings it leaves
+        out get the shortcut's defaults: classes told from the masks, ``outline:
+        auto``, every tile image kept (``min_sample_fraction: 0``), 8-bit images kept
+        as they are (``normalise: none``), other images stretched by one percentile
+        mapping over all of them (``scope: dataset``, no drift), tiles as big as the
+        smallest image (at most 512 px; ``out_size`` the tile side rounded down to a
+        multiple of 32), ``split.by: auto``.
     classes : list of str, optional
         Class names in index order (``--classes a,b``); their coding is told from the masks.
     tile_size : int, optional
-        Tile side (default: the smallest image side, at most 512); ``out_size`` is the
-        tile side rounded down to a multiple of 32.
+        Tile side (``--tile-size``).
     pattern : str, optional
         ``folders.pattern`` (mask stem from the image stem).
     seed : int, optional
@@ -428,43 +429,50 @@ def folder_config(
     Raises
     ------
     ConfigError, DataError
-        Invalid values; missing folders, unpaired files.
+        Invalid values, a config with ``samples``; missing folders, unpaired files.
     """
-    folders: dict = {"images": Path(images).expanduser().resolve(), "masks": Path(masks).expanduser().resolve()}
+    from mineralseg.io import open_image
+
+    source = "--images/--masks"
+    user: dict = {}
+    base = Path.cwd()
+    if config is not None:
+        config = Path(config)
+        user = load_yaml(config)
+        source, base = str(config), config.resolve().parent
+        if user.get("samples"):
+            raise ConfigError(f"{config}: lists samples; with --images/--masks leave them out (the folders are the samples)")
+    data = dict(user)
+    folders = dict(data.get("folders") or {})
+    folders.update(images=Path(images).expanduser().resolve(), masks=Path(masks).expanduser().resolve())
     if pattern is not None:
         folders["pattern"] = pattern
-    if base is not None:
-        data = base.model_dump(by_alias=True, exclude={"samples"})
-        old = data.get("folders") or {}
-        data["folders"] = {**{k: v for k, v in old.items() if k not in ("images", "masks")}, **folders}
-    else:
-        data = {"folders": folders, "min_sample_fraction": 0}
-    data["samples"] = []
+    data["folders"] = folders
+    data.setdefault("min_sample_fraction", 0)
     if classes is not None:
         data["palette"] = list(classes)
     if seed is not None:
         data["seed"] = seed
-    cfg = resolve_paths(parse_config(data, PrepareConfig, source="--images/--masks"), Path.cwd())
-    if base is None:
-        from mineralseg.io import open_image
-
+    if tile_size is not None:
+        data["tile_size"] = tile_size
+    cfg = resolve_paths(parse_config(data, PrepareConfig, source=source), base)
+    auto: dict = {}
+    if "tile_size" not in data or "out_size" not in data or "normalise" not in data:
         dtypes, sides = set(), []
         for s in cfg.samples:
             with open_image(s.sem, shape=s.sem_shape, dtype=s.sem_dtype, as_grey=True) as img:
                 dtypes.add(str(img.dtype))
                 sides.append(min(img.shape[:2]))
-        side = tile_size or min(min(sides), _SHORTCUT_MAX_TILE)
-        updates: dict = {
-            "tile_size": side,
-            "out_size": max(32, side // 32 * 32),
-            "normalise": {"method": "none"} if dtypes == {"uint8"} else {"method": "percentile", "scope": "dataset", "drift": False},
-        }
-        data = cfg.model_dump(by_alias=True)
-        data.update(updates)
-        cfg = parse_config(data, PrepareConfig, source="--images/--masks")
-    elif tile_size is not None:
-        cfg = parse_config({**cfg.model_dump(by_alias=True), "tile_size": tile_size}, PrepareConfig, source="--tile-size")
-    return cfg
+        side = data.get("tile_size") or min(min(sides), _SHORTCUT_MAX_TILE)
+        auto = {"tile_size": side, "out_size": max(32, side // 32 * 32)}
+        if dtypes == {"uint8"}:
+            auto["normalise"] = {"method": "none"}
+        else:
+            auto["normalise"] = {"method": "percentile", "scope": "dataset", "drift": False}
+        auto = {k: v for k, v in auto.items() if k not in data}
+    if not auto:
+        return cfg
+    return parse_config({**cfg.model_dump(by_alias=True), **auto}, PrepareConfig, source=source)
 
 
 def _stem(path: Path) -> str:

@@ -269,6 +269,14 @@ def test_section_in_epoxy_still_gets_its_outline(tmp_path):
                          label_coding="index", outline="none")
     prepare(cfg2, tmp_path / "ds2", progress=False)
     assert len(_manifest(tmp_path / "ds2")["tiles"]) == 2 * 9
+    # outline: sem finds the section in the SEM (mount grey 15, rock 40..200; pores at
+    # its edge may count as mount, so a subset of the tiles)
+    cfg3 = _pairs_config(tmp_path / "in3", ids, lambda a: a, palette=["pore", "quartz", "clay", "background"],
+                         label_coding="index", outline="sem")
+    summary3 = prepare(cfg3, tmp_path / "ds3", progress=False)
+    assert {r["outline"]["used"] for r in summary3["samples"]} == {"sem"}
+    sem_tiles = {t["id"] for t in _manifest(tmp_path / "ds3")["tiles"]}
+    assert "s0_r00032_c00032" in sem_tiles and sem_tiles <= {t["id"] for t in tiles}
 
 
 def test_section_mask_modes():

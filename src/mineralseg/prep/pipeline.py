@@ -10,8 +10,15 @@ For each sample of the config (:mod:`mineralseg.prep.config`):
    (or an exact integer zoom) for pairs marked ``aligned`` / ``register: false``;
 4. resample the SEM onto the working grid (label grid refined by ``sem_scale``),
    strip by strip (:func:`mineralseg.prep.resample.sem_to_working_grid`);
-5. sample mask, grey-level normalisation (:func:`mineralseg.prep.intensity.normalise_sem`),
-   tiles (:mod:`mineralseg.prep.tiling`);
+5. sample mask (``outline``: ``auto`` outlines a section in a mount and keeps every
+   pixel of rock from edge to edge, see :mod:`mineralseg.prep.outline`), grey-level
+   normalisation (:func:`mineralseg.prep.intensity.normalise_sem`, one pooled mapping
+   for ``scope: dataset``, or the user's ``scale``), tiles (:mod:`mineralseg.prep.tiling`);
+
+Folders of aligned pairs (``folders:`` or ``mineralseg prepare --images --masks``) are
+expanded into samples by :func:`mineralseg.prep.config.folder_samples`; inline or
+guessed classes come from :func:`mineralseg.classes.inline_schema` /
+:func:`mineralseg.classes.guess_mask_coding`.
 
 then the train / val / test split (:mod:`mineralseg.prep.splits`) and the dataset files
 (layout in docs/CONTRACTS.md): ``manifest.json``, ``class_stats.json``,
@@ -743,15 +750,18 @@ def prepare(
         f"tiles: {len(tiles)} (" + ", ".join(f"{s} {per_split.get(s, 0)}" for s in SPLITS) + ")",
         "classes: " + ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(names, summary["class_frequencies"])),
     ]
-    for r in records[:_LISTED_SAMPLES]:
-        reg = r["registration"]
-        score = "aligned" if reg.get("score_after") is None else f"NMI {reg['score_before']:.3f} -> {reg['score_after']:.3f}"
-        seams = "seams repaired" if r["seam_repair"].get("applied") else "no seam repair"
-        lines.append(f"  {r['name']}: {r['tiles']} tiles, {score}, {seams}, outline {r['outline']['used']}")
-    if len(records) > _LISTED_SAMPLES:
-        outlines = Counter(r["outline"]["used"] for r in records)
-        lines.append(f"  ... and {len(records) - _LISTED_SAMPLES} more samples (outline: "
-                     + ", ".join(f"{k} {v}" for k, v in sorted(outlines.items())) + ")")
+    outlines = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["outline"]["used"] for r in records).items()))
+    if cfg.folders is not None:  # aligned tiles: one line for all
+        lines.append(f"pairs: {len(records)} from {cfg.folders.images} and {cfg.folders.masks} "
+                     f"(split by {cfg.split_by}; outline: {outlines})")
+    else:
+        for r in records[:_LISTED_SAMPLES]:
+            reg = r["registration"]
+            score = "aligned" if reg.get("score_after") is None else f"NMI {reg['score_before']:.3f} -> {reg['score_after']:.3f}"
+            seams = "seams repaired" if r["seam_repair"].get("applied") else "no seam repair"
+            lines.append(f"  {r['name']}: {r['tiles']} tiles, {score}, {seams}, outline {r['outline']['used']}")
+        if len(records) > _LISTED_SAMPLES:
+            lines.append(f"  ... and {len(records) - _LISTED_SAMPLES} more samples (outline: {outlines})")
     lines += [f"warning: {n}" for n in notes]
     lines.append(f"time: {summary['seconds']:.1f} s")
     summary["text"] = "\n".join(lines)

@@ -2,20 +2,23 @@
 
 The YAML form is fixed by ``docs/CONTRACTS.md`` ("Prepare config")::
 
-    palette: qemscan24          # built-in schema name or path to a palette YAML
+    palette: qemscan24          # built-in schema name, path to a palette YAML, or the classes
+                                # inline: [pore, rock] or [{name: pore, grey: 0}, ...]
     classes: groups             # groups | minerals : what the tiles' class ids are
     label_coding: color         # color | grey | index (default for all samples)
+    outline: auto               # auto | none | labels | sem (see prep.outline)
     unknown_colors: reject      # reject | nearest | ignore
     color_tolerance: 0
     sem_scale: 1                # SEM pixels per label pixel on the working grid
     tile_size: 32
     out_size: 64
     min_sample_fraction: 0.5
-    normalise: {method: percentile, low: 0.5, high: 99.5, drift: true}
+    normalise: {method: percentile, low: 0.5, high: 99.5, drift: true, scope: sample}
+                                # or {method: none, scale: [0, 65535]} for a non-8-bit SEM
     repair_seams: auto          # auto | true | false
     register: true
     seed: 0
-    split: {by: blocks, fractions: {train: 0.7, val: 0.15, test: 0.15}, block_tiles: 4}
+    split: {by: auto, fractions: {train: 0.7, val: 0.15, test: 0.15}, block_tiles: 4}
     samples:
       - {name: sample00, sem: sample00/sem.tif, labels: sample00/qemscan.png}
 

@@ -357,3 +357,27 @@ def test_raw_float32_sem_through_prepare(tmp_path):
         prepare(tmp_path / f"{name}.yaml", tmp_path / f"ds-{name}", progress=False)
         out[name] = np.asarray(Image.open(tmp_path / f"ds-{name}" / "samples" / "a" / "sem_aligned.png"), np.int16)
     assert np.abs(out["raw"] - out["tif"]).max() <= 1
+
+
+def test_folder_names_without_grid_split_by_sample_or_lists(tmp_path):
+    folder = _tile_folder(tmp_path / "tiles", grid=2)
+    for p in list((folder / "images").iterdir()) + list((folder / "masks").iterdir()):
+        p.rename(p.with_name(p.name.replace("site_r0", "field").replace("_c0", "-")))  # field0-1.tif ...
+    base = {"folders": {"images": "images", "masks": "masks"}, "palette": ["pore", "rock"], "tile_size": 32,
+            "normalise": {"method": "none"}}
+    (folder / "a.yaml").write_text(yaml.safe_dump(base))
+    summary = prepare(folder / "a.yaml", tmp_path / "ds-a", progress=False)
+    manifest = _manifest(tmp_path / "ds-a")
+    assert manifest["split"]["by"] == "sample" and manifest["samples"] == ["field0-0", "field0-1", "field1-0", "field1-1"]
+    by_sample: dict = {}
+    for t in manifest["tiles"]:
+        assert by_sample.setdefault(t["sample"], t["split"]) == t["split"]
+    assert summary["tiles"]["train"] > 0
+    lists = {**base, "split": {"by": "sample", "val": ["field1-1"], "test": ["field0-0"]}}
+    (folder / "b.yaml").write_text(yaml.safe_dump(lists))
+    prepare(folder / "b.yaml", tmp_path / "ds-b", progress=False)
+    splits = {t["sample"]: t["split"] for t in _manifest(tmp_path / "ds-b")["tiles"]}
+    assert splits == {"field0-0": "test", "field0-1": "train", "field1-0": "train", "field1-1": "val"}
+    (folder / "c.yaml").write_text(yaml.safe_dump({**base, "split": {"by": "sample", "val": ["nope"]}}))
+    with pytest.raises(ConfigError, match="unknown sample 'nope'"):
+        prepare(folder / "c.yaml", tmp_path / "ds-c", progress=False)

@@ -59,20 +59,11 @@ def prepare(
     With --images DIR --masks DIR, every image and its mask (same name) is a sample
     of an aligned pair; CONFIG is then optional (its settings are kept; it lists no samples).
     """
-    from mineralseg.prep.config import folder_config
+    from mineralseg.prep.config import prepare_source
     from mineralseg.prep.pipeline import prepare as run_prepare
 
-    if (images is None) != (masks is None):
-        raise UserError("give --images and --masks together (two folders of pairs)")
-    shortcut = (classes, pattern, tile_size, seed)
-    if images is None and any(v is not None for v in shortcut):
-        raise UserError("--classes, --pattern, --tile-size and --seed go with --images/--masks")
-    if images is None and config is None:
-        raise UserError("give a prepare CONFIG, or --images DIR --masks DIR")
-    source: object = config
-    if images is not None:
-        names = [c.strip() for c in classes.split(",")] if classes is not None else None
-        source = folder_config(images, masks, config=config, classes=names, tile_size=tile_size, pattern=pattern, seed=seed)
+    source = prepare_source(config, images=images, masks=masks, classes=classes, pattern=pattern,
+                            tile_size=tile_size, seed=seed)
     summary = run_prepare(source, out, overwrite=overwrite)
     typer.echo(_format_summary(summary))
 

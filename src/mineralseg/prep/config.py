@@ -59,6 +59,7 @@ __all__ = [
     "SplitFractions",
     "folder_config",
     "folder_samples",
+    "prepare_source",
     "load_prepare_config",
     "RAW_SUFFIXES",
 ]
@@ -476,6 +477,55 @@ def folder_config(
     if not auto:
         return cfg
     return parse_config({**cfg.model_dump(by_alias=True), **auto}, PrepareConfig, source=source)
+
+
+def prepare_source(
+    config: str | Path | None,
+    *,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    classes: str | None = None,
+    pattern: str | None = None,
+    tile_size: int | None = None,
+    seed: int | None = None,
+) -> Path | PrepareConfig:
+    """What ``mineralseg prepare`` prepares: a config file, or the folder shortcut's config.
+
+    Parameters
+    ----------
+    config : path-like or None
+        ``CONFIG``.
+    images, masks : path-like, optional
+        ``--images`` / ``--masks`` (together).
+    classes : str, optional
+        ``--classes``: comma-separated names in index order.
+    pattern, tile_size, seed
+        ``--pattern``, ``--tile-size``, ``--seed`` (only with the folders).
+
+    Returns
+    -------
+    Path or PrepareConfig
+        ``config`` when no folders are given, else :func:`folder_config`.
+
+    Raises
+    ------
+    UserError
+        Folders given alone, folder options without folders, nothing to prepare.
+    """
+    from mineralseg.errors import UserError
+
+    if (images is None) != (masks is None):
+        raise UserError("give --images and --masks together (two folders of pairs)")
+    if images is None:
+        if any(v is not None for v in (classes, pattern, tile_size, seed)):
+            raise UserError("--classes, --pattern, --tile-size and --seed go with --images/--masks")
+        if config is None:
+            raise UserError("give a prepare CONFIG, or --images DIR --masks DIR")
+        return Path(config)
+    names = [c.strip() for c in classes.split(",")] if classes is not None else None
+    if names is not None and not all(names):
+        raise UserError(f"--classes {classes!r}: empty class name (write names separated by commas)")
+    return folder_config(images, masks, config=config, classes=names, tile_size=tile_size, pattern=pattern, seed=seed)
 
 
 def _stem(path: Path) -> str:

@@ -99,6 +99,12 @@ def test_folder_shortcut_prepare_train_evaluate(tmp_path, capsys):
     assert code == 0, text
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
     assert metrics["split"] == "test"
+    # the checkpoint carries the dataset's grey-level mapping and classes
+    from mineralseg.evaluate.checkpoint import load_checkpoint_model
+
+    _, meta = load_checkpoint_model(run)
+    assert meta["class_names"] == ["class0", "class1"]
+    assert meta["sem_normalisation"]["method"] == "none" and "per_sample" in meta["sem_normalisation"]
 
 
 def test_folder_split_by_groups_keeps_neighbours_together(tmp_path, capsys):
@@ -381,3 +387,22 @@ def test_folder_names_without_grid_split_by_sample_or_lists(tmp_path):
     (folder / "c.yaml").write_text(yaml.safe_dump({**base, "split": {"by": "sample", "val": ["nope"]}}))
     with pytest.raises(ConfigError, match="unknown sample 'nope'"):
         prepare(folder / "c.yaml", tmp_path / "ds-c", progress=False)
+
+
+def test_colour_masks_need_their_colours(tmp_path, capsys):
+    folder = _tile_folder(tmp_path / "tiles", grid=2)
+    colours = {0: (0, 0, 255), 255: (255, 192, 192)}
+    for p in (folder / "masks").iterdir():
+        grey = np.asarray(Image.open(p))
+        rgb = np.zeros(grey.shape + (3,), np.uint8)
+        for v, c in colours.items():
+            rgb[grey == v] = c
+        Image.fromarray(rgb).save(p)
+    code, text = _cli(capsys, "prepare", "--images", folder / "images", "--masks", folder / "masks", "--out", tmp_path / "ds")
+    assert code == 2 and "colour mask" in _one_error_line(text) and "color: [r, g, b]" in text
+    cfg = {"palette": [{"name": "pore", "color": [0, 0, 255]}, {"name": "quartz", "color": [255, 192, 192]}]}
+    (folder / "c.yaml").write_text(yaml.safe_dump(cfg))
+    code, text = _cli(capsys, "prepare", folder / "c.yaml", "--images", folder / "images", "--masks", folder / "masks",
+                      "--out", tmp_path / "ds")
+    assert code == 0, text
+    assert _manifest(tmp_path / "ds")["schema"]["colors"] == [[0, 0, 255], [255, 192, 192]]

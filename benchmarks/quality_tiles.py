@@ -25,7 +25,7 @@ tile predicted alone (a tile folder has no surroundings):
 ``unet-resnet18``
     U-Net resnet18 from random init, ``--seeds`` (default 0, 1, 2), each for at most
     ``--steps`` optimiser steps and ``--minutes``; best checkpoint by validation mean
-    IoU. One row per seed and a mean row.
+    IoU. One row per seed and a mean row (``seeds`` lists them).
 
 Protocol: validation for choices (the checkpoint), the test tiles looked at once per
 method and seed, at the end. Output: the table on stdout,
@@ -198,7 +198,7 @@ def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     iou = {c: _round(statistics.mean(r["iou"][c] for r in rows if r["iou"][c] is not None)) for c in names}
     mious = [r["miou"] for r in rows]
     out = {k: v for k, v in rows[0].items() if k not in ("iou", "miou", "run", "params", "val_miou")}
-    out.update(method=f"unet-resnet18 (mean of {len(rows)} seeds)", iou=iou, miou=_round(statistics.mean(mious)),
+    out.update(method="unet-resnet18 (mean over seeds)", seeds=[(r.get("params") or {}).get("seed") for r in rows], iou=iou, miou=_round(statistics.mean(mious)),
                miou_sd=_round(statistics.stdev(mious)) if len(rows) > 1 else None,
                train_seconds=round(statistics.mean(r["train_seconds"] for r in rows), 1),
                val_miou=_round(statistics.mean(r["val_miou"] for r in rows)))  # fmt: skip
@@ -284,7 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {method}", flush=True)
         try:
             if method == "unet-resnet18":
-                seed_rows = [run_unet(args, dataset, s) for s in seeds]
+                seed_rows: list[dict[str, Any]] = []
+                for s in seeds:  # results written after every seed: a long run keeps what it finished
+                    seed_rows.append(run_unet(args, dataset, s))
+                    print(f"{seed_rows[-1]['method']}: mean IoU {seed_rows[-1]['miou']} "
+                          f"(val {seed_rows[-1]['val_miou']})", flush=True)  # fmt: skip
+                    common.write_results(args.results, "quality_tiles", rows + seed_rows + [mean_row(seed_rows)],
+                                         title=TITLE, intro=intro(args, summary), notes=notes)  # fmt: skip
                 rows += seed_rows + [mean_row(seed_rows)]
             else:
                 rows.append(run_baseline(method, args, data))

@@ -235,9 +235,12 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
         return [guard, "U-Net resnet18 not run yet: on the shared 2-core benchmark machine a step of 8 tiles of 256 px took "
                 "about 30 s while other work ran (600 steps x 3 seeds: hours). Run "
                 "`python benchmarks/quality_tiles.py --methods unet-resnet18 --steps 600` where there is time."]
-    steps = sorted({(r.get("params") or {}).get("max_steps") for r in unet}, key=str)
-    return [guard, f"U-Net resnet18 from random init, step budget {', '.join(map(str, steps))} per seed, "
-            f"{len(unet)} seed(s), best validation checkpoint."]
+    budget = sorted({(r.get("params") or {}).get("max_steps") for r in unet}, key=str)
+    minutes = sorted({(r.get("params") or {}).get("minutes") for r in unet}, key=str)
+    done = [str((r.get("params") or {}).get("global_step")) for r in unet]
+    return [guard, f"U-Net resnet18 from random init, {len(unet)} seed(s), each stopped by whichever came first of "
+            f"{', '.join(map(str, budget))} steps and {', '.join(map(str, minutes))} min (steps done: "
+            f"{', '.join(done)}), best validation checkpoint; far from converged on this CPU."]
 
 
 def main(argv: list[str] | None = None) -> int:

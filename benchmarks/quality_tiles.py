@@ -240,7 +240,7 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
     done = [str((r.get("params") or {}).get("global_step")) for r in unet]
     return [guard, f"U-Net resnet18 from random init, {len(unet)} seed(s), each stopped by whichever came first of "
             f"{', '.join(map(str, budget))} steps and {', '.join(map(str, minutes))} min (steps done: "
-            f"{', '.join(done)}), best validation checkpoint; far from converged on this CPU."]
+            f"{', '.join(done)}), best validation checkpoint."]
 
 
 def main(argv: list[str] | None = None) -> int:

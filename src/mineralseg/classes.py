@@ -34,6 +34,7 @@ the package folder ``mineralseg/palettes`` (``configs/palettes`` links to them),
 
 from __future__ import annotations
 
+import colorsys
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -51,8 +52,12 @@ __all__ = [
     "ClassSchema",
     "Group",
     "Mineral",
+    "MaskCoding",
     "builtin_schemas",
+    "guess_mask_coding",
+    "inline_schema",
     "load_schema",
+    "mask_values",
     "read_label_map",
 ]
 
@@ -72,6 +77,16 @@ _CHUNK_PIXELS = 1 << 20
 # Display colour for ignore_index pixels in ids_to_colors (magenta: absent from the
 # built-in palettes).
 DEFAULT_IGNORE_COLOR = (255, 0, 255)
+
+# Display colours of inline classes given without one (Tableau 10 order, then evenly
+# spaced hues); a two-class schema gets black / white, the colours of binary masks.
+_INLINE_COLORS = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)  # fmt: skip
+# Without class names, index-coded masks are read as classes 0..max only while max is
+# below this (a grey-level mask with values up to 255 is not 256 classes).
+MAX_GUESSED_CLASSES = 16
 
 _PALETTE_PACKAGE = "mineralseg"
 _PALETTE_FOLDER = "palettes"
@@ -644,6 +659,183 @@ def _as_rgb(rgb: np.ndarray, source: str) -> np.ndarray:
     if rgb.dtype != np.uint8:
         raise DataError(f"{source}: expected an 8-bit RGB label map, got dtype {rgb.dtype}")
     return rgb[..., :3]
+
+
+# --------------------------------------------------------------------------- inline schemas
+def _default_colors(n: int) -> list[RGB]:
+    if n == 2:
+        return [(0, 0, 0), (255, 255, 255)]
+    colors = list(_INLINE_COLORS)
+    for k in range(max(0, n - len(colors))):  # more classes: evenly spaced hues
+        r, g, b = colorsys.hsv_to_rgb(k / max(1, n - len(colors)), 0.8, 0.9)
+        colors.append((int(r * 255), int(g * 255), int(b * 255)))
+    return colors[:n]
+
+
+def inline_schema(entries: list[Any], *, name: str = "inline", source: str = "classes") -> ClassSchema:
+    """A schema from classes listed in a config, each class its own group.
+
+    Parameters
+    ----------
+    entries : list of str or dict
+        Class names, or mappings ``{"name", "color": [r, g, b] (optional),
+        "grey": 0..255 (optional)}``. The list order is the class index (index-coded
+        masks); ``grey`` the grey level coding the class (grey-coded masks; give it for
+        every class or none: equidistant levels ``round(k * 255 / (n - 1))`` otherwise,
+        so two classes are 0 and 255); ``color`` the RGB colour (colour-coded masks and
+        figures; a distinct colour is chosen when absent).
+    name : str
+        Schema name (recorded in the dataset manifest).
+    source : str
+        Where the entries come from, for error messages.
+
+    Returns
+    -------
+    ClassSchema
+
+    Raises
+    ------
+    ConfigError
+        Fewer than two classes, repeated names, colours or grey levels.
+    """
+    items = [{"name": e} if isinstance(e, str) else {k: v for k, v in dict(e).items() if v is not None} for e in entries]
+    if len(items) < 2:
+        raise ConfigError(f"{source}: give at least two classes, got {len(items)}")
+    taken = {tuple(it["color"]) for it in items if "color" in it}
+    free = iter(c for c in _default_colors(len(items) + len(taken)) if c not in taken)
+    classes = []
+    for it in items:
+        entry = {"name": str(it.get("name", "")), "color": list(it.get("color") or next(free))}
+        if "grey" in it:
+            entry["grey"] = it["grey"]
+        classes.append(entry)
+    data = {
+        "name": name,
+        "minerals": [{**c, "group": c["name"]} for c in classes],
+        "groups": classes,
+    }
+    return ClassSchema.from_dict(data, source=source)
+
+
+@dataclass(frozen=True)
+class MaskCoding:
+    """How a set of single-channel masks codes its classes (see :func:`guess_mask_coding`).
+
+    Attributes
+    ----------
+    schema : ClassSchema
+        One group per class, in class-index order.
+    coding : {"grey", "index"}
+        The ``label_coding`` that decodes the masks.
+    summary : str
+        One line for people: classes, their codes and pixel shares.
+    """
+
+    schema: ClassSchema
+    coding: str
+    summary: str
+
+
+def mask_values(paths: list[Path] | tuple[Path, ...]) -> dict[int, int]:
+    """Pixel count of every value in single-channel masks (palette PNGs: their indices).
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Mask files (every one read whole: meant for folders of tiles).
+
+    Returns
+    -------
+    dict
+        ``{value: pixel count}`` over all files, values ascending.
+
+    Raises
+    ------
+    DataError
+        A colour mask (RGB with unequal channels: a palette with colours is needed),
+        or a mask that is not 8- or 16-bit integers.
+    """
+    from mineralseg.io import read_image
+
+    counts = np.zeros(1 << 16, np.int64)
+    for path in paths:
+        a = read_image(path, palette_indices=True)
+        if a.ndim == 3 and a.shape[2] in (3, 4) and _equal_channels(a[..., :3]):
+            a = a[..., 0]
+        if a.ndim != 2:
+            raise DataError(
+                f"{path}: a colour mask of shape {a.shape}: list the classes with their colours "
+                "(palette: [{name: ..., color: [r, g, b]}, ...]) and label_coding: color"
+            )
+        if a.dtype not in (np.uint8, np.uint16, np.bool_):
+            raise DataError(f"{path}: mask values must be 8- or 16-bit integers, got dtype {a.dtype}")
+        counts += np.bincount(a.astype(np.int64).ravel(), minlength=1 << 16)[: 1 << 16]
+    return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+
+
+def guess_mask_coding(values: dict[int, int], names: list[str] | None = None, *, source: str = "masks") -> MaskCoding:
+    """Tell the classes of single-channel masks from the values they hold.
+
+    Parameters
+    ----------
+    values : dict
+        ``{value: pixel count}`` (:func:`mask_values`).
+    names : list of str, optional
+        Class names in index order. Without them: values within {0, 1} or {0, 255}
+        are two classes (binary masks), small values 0..K-1 (K <= 16) are K classes,
+        equidistant grey levels of n classes are n classes; the classes are called
+        ``class0``, ``class1``, ...
+    source : str
+        Where the masks are, for messages.
+
+    Returns
+    -------
+    MaskCoding
+        With names: index coding when every value is below ``len(names)``, else grey
+        coding when every value is an equidistant grey level of ``len(names)`` classes.
+
+    Raises
+    ------
+    DataError
+        Values that fit neither coding (the message lists them and what to give).
+    """
+    found = sorted(v for v, c in values.items() if c > 0)
+    if not found:
+        raise DataError(f"{source}: the masks hold no pixel")
+    vset = set(found)
+    coding = n = None
+    if names is not None:
+        n = len(names)
+        if vset <= set(range(n)):
+            coding = "index"
+        elif vset <= set(_equidistant_greys(n)):
+            coding = "grey"
+    elif vset <= {0, 1}:
+        coding, n = "index", 2
+    elif vset <= {0, 255}:
+        coding, n = "grey", 2
+    elif found[-1] < MAX_GUESSED_CLASSES:
+        coding, n = "index", found[-1] + 1
+    else:
+        n = next((k for k in range(2, MAX_GUESSED_CLASSES + 1) if vset <= set(_equidistant_greys(k))), None)
+        coding = "grey" if n else None
+    shown = ", ".join(str(v) for v in found[:MAX_REPORTED_UNKNOWN]) + (" ..." if len(found) > MAX_REPORTED_UNKNOWN else "")
+    if coding is None:
+        what = (f"class indices 0..{n - 1} nor the grey levels {_equidistant_greys(n)} of the {n} classes "
+                f"{', '.join(names)}") if names is not None else "binary (0/1, 0/255) nor a few class indices or equidistant grey levels"
+        raise DataError(
+            f"{source}: mask values {shown} are neither {what}; list the classes with their grey levels "
+            "(palette: [{name: ..., grey: ...}, ...], label_coding: grey)"
+        )
+    names = list(names) if names is not None else [f"class{k}" for k in range(n)]
+    schema = inline_schema(names, source=source)
+    codes = list(range(n)) if coding == "index" else _equidistant_greys(n)
+    total = sum(values.values())
+    kind = "indices" if coding == "index" else "grey levels"
+    parts = [f"{name} = {code} ({100 * values.get(code, 0) / total:.1f} %)" for name, code in zip(names, codes)]
+    binary = " (binary masks)" if n == 2 else ""
+    summary = f"masks: {n} classes coded as {kind}{binary}: " + ", ".join(parts)
+    return MaskCoding(schema=schema, coding=coding, summary=summary)
 
 
 # --------------------------------------------------------------------------- loading

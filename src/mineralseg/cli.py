@@ -54,14 +54,31 @@ def synth(
 
 @app.command()
 def prepare(
-    config: Path = typer.Argument(..., help="Prepare config (YAML)."),
+    config: Optional[Path] = typer.Argument(None, help="Prepare config (YAML); optional with --images/--masks."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to create."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of SEM images (with --masks)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of masks paired with the images by name."),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", help="Class names in index order, comma-separated (default: told from the masks)."
+    ),
+    pattern: Optional[str] = typer.Option(
+        None, "--pattern", help="Mask name from the image name, e.g. '{stem}_mask' (default '{stem}')."
+    ),
+    tile_size: Optional[int] = typer.Option(None, "--tile-size", min=8, help="Tile side (default: the image side, <= 512)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
 ) -> None:
-    """Repair, register, normalise and tile SEM/label pairs into a training dataset."""
+    """Repair, register, normalise and tile SEM/label pairs into a training dataset.
+
+    With --images DIR --masks DIR, every image and its mask (same name) is a sample
+    of an aligned pair; CONFIG is then optional (its settings are kept; it lists no samples).
+    """
+    from mineralseg.prep.config import prepare_source
     from mineralseg.prep.pipeline import prepare as run_prepare
 
-    summary = run_prepare(config, out, overwrite=overwrite)
+    source = prepare_source(config, images=images, masks=masks, classes=classes, pattern=pattern,
+                            tile_size=tile_size, seed=seed)
+    summary = run_prepare(source, out, overwrite=overwrite)
     typer.echo(_format_summary(summary))
 
 

@@ -76,9 +76,6 @@ SCALE_TOLERANCE = 0.02
 #: Outline modes: auto (a section in a mount gets its outline, an image that is rock
 #: from edge to edge is kept whole), sem (the outline must be found), none (whole image).
 OUTLINES = ("auto", "sem", "none")
-#: With ``outline: auto``, a found section that covers more than this share of the
-#: image border is taken as rock reaching the edges (no mount around it).
-AUTO_BORDER_ROCK = 0.5
 _NORMALISE = ("auto", "none")
 #: Inference engines: PyTorch, or ONNX Runtime (the checkpoint exported on the fly, or an
 #: ONNX file written by ``mineralseg export``).
@@ -282,45 +279,38 @@ def working_scale(card: ModelCard, *, sem_px: float | None = None, pixel_size_um
 def section_mask(preview: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, str]:
     """Where the rock section is in a (downscaled) image, and how that was decided.
 
+    :func:`mineralseg.prep.outline.section_mask` (the outline ``prepare`` uses on an SEM
+    image) with a line for the run record and the report.
+
     Parameters
     ----------
     preview : (H, W) ndarray
         Grey levels (any real dtype), e.g. an SEM image downscaled to ~2,000 px.
     mode : {"auto", "sem", "none"}
-        ``none``: the whole image. ``sem``: the section outline
-        (:func:`mineralseg.prep.outline.sem_sample_mask`: the bright section against a
-        dark mount), an error when none is found. ``auto``: that outline when the image
-        shows a section in a mount; the whole image when it is rock from edge to edge
-        (no dark mount found, or the found section covers more than
-        :data:`AUTO_BORDER_ROCK` of the image border).
+        ``none``: the whole image; ``sem``: the section outline, an error when none is
+        found; ``auto``: the outline of a section in a mount, the whole image when it
+        is rock from edge to edge.
 
     Returns
     -------
     mask : (H, W) bool ndarray
     how : str
-        One line for the run record and the report.
 
     Raises
     ------
     UserError
         ``mode`` unknown, or ``sem`` and no section found.
     """
-    from mineralseg.prep.outline import sem_sample_mask
+    from mineralseg.prep.outline import section_mask as find_section
 
     if mode not in OUTLINES:
         raise UserError(f"unknown outline {mode!r}; choose one of {', '.join(OUTLINES)}")
-    whole = np.ones(preview.shape, bool)
-    if mode == "none":
-        return whole, "whole image (outline: none)"
     try:
-        mask = sem_sample_mask(preview)
+        mask = find_section(preview, mode)
     except DataError as exc:
-        if mode == "sem":
-            raise DataError(f"outline: sem: {exc}; use --outline none for an image that is rock from edge to edge") from None
-        return whole, "whole image (no dark mount found around a section)"
-    border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
-    if mode == "auto" and border.mean() > AUTO_BORDER_ROCK:
-        return whole, f"whole image (rock covers {100 * border.mean():.0f} % of the image border: no mount)"
+        raise DataError(f"outline: {mode}: {exc}; use --outline none for an image that is rock from edge to edge") from None
+    if mask.all():
+        return mask, "whole image" + (" (outline: none)" if mode == "none" else " (no mount around a section)")
     return mask, f"section outline ({100 * mask.mean():.1f} % of the image)"
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["apply_normalisation", "fit_drift", "normalise_strip", "normalise_sem"]
+__all__ = ["apply_normalisation", "fit_drift", "normalise_sem", "normalise_strip", "pooled_levels", "scale_levels"]
 
 # Block grid on the long side for the drift estimate: blocks must hold many grains of
 # every phase (so that their grey-level histogram shows all the phase peaks), and there
@@ -376,3 +376,51 @@ def normalise_sem(
         "outside": outside,
     }
     return apply_normalisation(img, params, mask=mask, outside=outside), params
+
+
+def pooled_levels(images: list[Any], *, low: float = 0.5, high: float = 99.5) -> dict[str, Any]:
+    """One percentile mapping for several images (``normalise: {scope: dataset}``).
+
+    Parameters
+    ----------
+    images : list of (H, W) array-likes
+        Greyscale images of any real dtype; anything that slices with a step (a
+        :class:`mineralseg.io.LazyImage` reads only a regular subsample).
+    low, high : float
+        Percentiles (0..100) of all their pixels together mapped to 0 and 255.
+
+    Returns
+    -------
+    dict
+        Parameters for :func:`apply_normalisation` (``method: percentile``, ``scope:
+        dataset``, ``low_value``, ``high_value``, ``median``, ``drift: None``,
+        ``outside: keep``, ``images``: how many images were pooled). Every image
+        contributes about the same number of pixels (at most 4M in all).
+    """
+    if not images:
+        raise ValueError("pooled_levels needs at least one image")
+    per_image = max(1, PERCENTILE_MAX_PIXELS // len(images))
+    values = []
+    for img in images:
+        h, w = img.shape[:2]
+        step = max(1, int(np.ceil(np.sqrt(h * w / per_image))))
+        values.append(np.asarray(img[::step, ::step], np.float32).ravel())
+    pooled = np.concatenate(values)
+    if not np.all(np.isfinite(pooled)):
+        raise ValueError("the images have NaN or infinite values")
+    lo, med, hi = np.percentile(pooled, [low, 50, high])
+    return {
+        "method": "percentile", "scope": "dataset", "low": float(low), "high": float(high),
+        "low_value": float(lo), "high_value": float(hi), "median": float(med), "drift": None,
+        "outside": "keep", "images": len(images),
+    }
+
+
+def scale_levels(lo: float, hi: float) -> dict[str, Any]:
+    """Parameters for :func:`apply_normalisation` mapping ``lo`` .. ``hi`` to 0 .. 255.
+
+    The mapping the user chose (``normalise: {method: none, scale: [lo, hi]}``), the same
+    for every image: a 16-bit image is ``scale_levels(0, 65535)``, a float image in 0..1
+    ``scale_levels(0, 1)``. Values outside are clipped (the user's choice).
+    """
+    return {"method": "none", "scale": [float(lo), float(hi)], "low_value": float(lo), "high_value": float(hi), "drift": None}

@@ -19,12 +19,17 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from mineralseg.errors import DataError
+from mineralseg.errors import ConfigError, DataError
 
 __all__ = [
+    "MOUNT_BORDER_FRACTION",
+    "OUTLINE_MODES",
     "OutlineShape",
+    "border_share",
     "label_sample_mask",
+    "labels_have_mount",
     "outline_shape",
+    "section_mask",
     "sem_sample_mask",
 ]
 
@@ -44,6 +49,16 @@ BRIGHT_PERCENTILE = 99.5
 # 2/pi = 0.64, a uniform ramp 0.75; synthetic sections in epoxy give about 0.9 and a
 # section 60 grey levels above the mount with 10-level texture about 0.97.
 MIN_SEPARABILITY = 0.8
+# The mount (epoxy) around a section is one region that runs along the image edge; the
+# pores and dark grains that a tile of rock from edge to edge cuts at its edge touch it
+# in many short pieces. ``auto`` outlines see a mount when the largest connected region
+# outside the section covers at least this share of the image border (a section in
+# epoxy: about 1; a 256-px sandstone tile of 20-50 % porosity: well below 0.5).
+MOUNT_BORDER_FRACTION = 0.5
+# How the section is found (the ``outline`` setting of prepare and predict):
+# auto: the section's outline when there is a mount, every pixel otherwise;
+# none: every pixel; labels: from the label map's background class; sem: from the SEM.
+OUTLINE_MODES = ("auto", "none", "labels", "sem")
 
 
 @dataclass(frozen=True)
@@ -279,4 +294,122 @@ def label_sample_mask(
         )
     mask = ndimage.binary_fill_holes(_largest_component(sample))
     _check_fraction(mask, min_fraction, "label map")
+    return mask
+
+
+def border_share(outside: np.ndarray) -> float:
+    """Share of the image border covered by the largest connected region of ``outside``.
+
+    Parameters
+    ----------
+    outside : (H, W) bool ndarray
+        Pixels outside the section (mount candidates).
+
+    Returns
+    -------
+    float
+        0..1: border pixels of the largest 8-connected ``outside`` region that touches
+        the border, over all border pixels.
+    """
+    m = np.asarray(outside, bool)
+    if m.ndim != 2 or min(m.shape) == 0:
+        raise DataError(f"outside mask must be a non-empty 2-D array, got shape {m.shape}")
+    n, comp = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return 0.0
+    border = np.concatenate([comp[0], comp[-1], comp[1:-1, 0], comp[1:-1, -1]]) if m.shape[0] > 1 else comp[0]
+    counts = np.bincount(border, minlength=n)
+    counts[0] = 0  # label 0 is "not outside"
+    return float(counts.max()) / border.size
+
+
+def labels_have_mount(ids: np.ndarray, background_ids: Iterable[int]) -> bool:
+    """Whether a label map shows a section in a mount (the ``auto`` outline).
+
+    Parameters
+    ----------
+    ids : (H, W) integer ndarray
+        Mineral (or group) ids.
+    background_ids : iterable of int
+        Ids of the classes named as the mount (background, air, epoxy, ...); empty when
+        the schema has none.
+
+    Returns
+    -------
+    bool
+        True when the background classes are present and their largest region covers
+        at least :data:`MOUNT_BORDER_FRACTION` of the map border.
+    """
+    background = sorted({int(b) for b in background_ids})
+    if not background:
+        return False
+    return border_share(np.isin(np.asarray(ids), background)) >= MOUNT_BORDER_FRACTION
+
+
+def section_mask(
+    image: np.ndarray,
+    mode: str = "auto",
+    *,
+    min_fraction: float = MIN_SAMPLE_FRACTION,
+) -> np.ndarray:
+    """Where the rock is in an SEM image, from the image alone.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray, any real dtype
+        Backscatter image, e.g. an SEM mosaic area-downscaled to about 1,000 pixels a
+        side (the outline is a coarse shape: a preview is enough, and faster).
+    mode : {"auto", "none", "sem"}
+        ``sem``: the section outline of :func:`sem_sample_mask` (raises when there is
+        none). ``none``: every pixel. ``auto``: the outline when the image shows a
+        section in a mount, every pixel otherwise. ``auto`` decides in two steps:
+        (1) the grey levels must split into a dark and a brighter class (Otsu
+        separability >= 0.8, as in :func:`sem_sample_mask`), else there is no mount;
+        (2) the largest connected region outside the outline must cover at least
+        :data:`MOUNT_BORDER_FRACTION` (half) of the image border: the epoxy around a
+        section runs along the edge, while the pores of rock that fills the image
+        touch it in short pieces only.
+    min_fraction : float
+        Smallest accepted section area as a fraction of the image (``sem`` and
+        ``auto``).
+
+    Returns
+    -------
+    (H, W) bool ndarray
+        True inside the section (all True when there is no mount).
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``mode`` (``labels`` needs a label map: see :func:`label_sample_mask`).
+    DataError
+        Not a 2-D image, non-finite values; with ``sem``, no outline found.
+
+    Examples
+    --------
+    >>> rock = np.random.default_rng(0).integers(60, 200, (64, 64)).astype(np.uint8)
+    >>> bool(section_mask(rock).all())
+    True
+    """
+    a = np.asarray(image)
+    if a.ndim != 2:
+        raise DataError(f"SEM image must be 2-D greyscale, got shape {a.shape}")
+    if mode not in ("auto", "none", "sem"):
+        raise ConfigError(
+            f"unknown outline mode {mode!r} for an SEM image; valid: auto, none, sem"
+            + (" ('labels' needs a label map)" if mode == "labels" else "")
+        )
+    everything = np.ones(a.shape, bool)
+    if mode == "none":
+        return everything
+    if not np.all(np.isfinite(a)):
+        raise DataError(f"SEM image of shape {a.shape} has NaN or infinite values")
+    if mode == "sem":
+        return sem_sample_mask(a, min_fraction=min_fraction)
+    try:
+        mask = sem_sample_mask(a, min_fraction=min_fraction)
+    except DataError:  # constant, no dark / bright split, or no sizeable bright region
+        return everything
+    if border_share(~mask) < MOUNT_BORDER_FRACTION:
+        return everything
     return mask

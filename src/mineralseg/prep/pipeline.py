@@ -10,8 +10,15 @@ For each sample of the config (:mod:`mineralseg.prep.config`):
    (or an exact integer zoom) for pairs marked ``aligned`` / ``register: false``;
 4. resample the SEM onto the working grid (label grid refined by ``sem_scale``),
    strip by strip (:func:`mineralseg.prep.resample.sem_to_working_grid`);
-5. sample mask, grey-level normalisation (:func:`mineralseg.prep.intensity.normalise_sem`),
-   tiles (:mod:`mineralseg.prep.tiling`);
+5. sample mask (``outline``: ``auto`` outlines a section in a mount and keeps every
+   pixel of rock from edge to edge, see :mod:`mineralseg.prep.outline`), grey-level
+   normalisation (:func:`mineralseg.prep.intensity.normalise_sem`, one pooled mapping
+   for ``scope: dataset``, or the user's ``scale``), tiles (:mod:`mineralseg.prep.tiling`);
+
+Folders of aligned pairs (``folders:`` or ``mineralseg prepare --images --masks``) are
+expanded into samples by :func:`mineralseg.prep.config.folder_samples`; inline or
+guessed classes come from :func:`mineralseg.classes.inline_schema` /
+:func:`mineralseg.classes.guess_mask_coding`.
 
 then the train / val / test split (:mod:`mineralseg.prep.splits`) and the dataset files
 (layout in docs/CONTRACTS.md): ``manifest.json``, ``class_stats.json``,
@@ -37,20 +44,27 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from mineralseg.classes import ClassSchema, load_schema, read_label_map
+from mineralseg.classes import (
+    ClassSchema,
+    guess_mask_coding,
+    inline_schema,
+    load_schema,
+    mask_values,
+    read_label_map,
+)
 from mineralseg.errors import DataError, UserError
 from mineralseg.io import atomic_dir, open_image, write_json, write_png, write_tiff
 from mineralseg.prep import qa
 from mineralseg.prep.config import PrepareConfig, SampleConfig, load_prepare_config
-from mineralseg.prep.intensity import normalise_sem
-from mineralseg.prep.outline import label_sample_mask
+from mineralseg.prep.intensity import apply_normalisation, normalise_sem, pooled_levels, scale_levels
+from mineralseg.prep.outline import label_sample_mask, labels_have_mount, section_mask
 from mineralseg.prep.resample import (
     labels_to_working_grid,
     sem_coverage,
     sem_to_working_grid,
     working_shape,
 )
-from mineralseg.prep.splits import SPLITS, split_blocks, split_samples
+from mineralseg.prep.splits import SPLITS, group_side, split_blocks, split_samples, split_tile_groups
 from mineralseg.prep.tiling import cut_tiles, tile_positions
 from mineralseg.versions import package_versions
 
@@ -82,6 +96,8 @@ QA_OVERVIEW_SIDE = 720
 # A working grid finer than the SEM by more than this is reported (the SEM is then
 # interpolated, not averaged: tiles look blurred and carry no extra information).
 UPSAMPLING_TOL = 0.05
+# Samples listed one per line in the summary (folders of tiles have hundreds).
+_LISTED_SAMPLES = 8
 # Side (working pixels) of the zoomed crop in the "after registration" QA figure.
 QA_ZOOM_SIDE = 256
 
@@ -98,7 +114,7 @@ def background_ids(schema: ClassSchema, ids: np.ndarray | None = None) -> list[i
     DataError
         No background mineral in the schema and no map given (or an all-ignored border).
     """
-    named = [i for i, m in enumerate(schema.minerals) if m.name.lower() in BACKGROUND_NAMES]
+    named = _named_background_ids(schema)
     if named:
         return named
     if ids is None:
@@ -108,6 +124,45 @@ def background_ids(schema: ClassSchema, ids: np.ndarray | None = None) -> list[i
     if border.size == 0:
         raise DataError("cannot tell the background: the label map border is all unknown")
     return [int(np.bincount(border).argmax())]
+
+
+def _named_background_ids(schema: ClassSchema) -> list[int]:
+    """Mineral ids named like :data:`BACKGROUND_NAMES` (empty when none is)."""
+    return [i for i, m in enumerate(schema.minerals) if m.name.lower() in BACKGROUND_NAMES]
+
+
+def _resolve_classes(cfg: PrepareConfig) -> tuple[PrepareConfig, ClassSchema, str | None]:
+    """The class schema and label coding of a config; with a one-line summary when told from the masks.
+
+    A palette name or file is loaded (coding: the config's, default colour). Inline
+    classes with colours or grey levels for all are decoded with them. Otherwise (no
+    palette, or names only) the masks are read and their values tell the coding
+    (:func:`mineralseg.classes.guess_mask_coding`).
+    """
+    palette, coding = cfg.palette, cfg.label_coding
+    if isinstance(palette, str):
+        return cfg, load_schema(palette), None
+    names = cfg.palette_names
+    if palette is not None and names is None:  # entries with colours / grey levels
+        entries = [{"name": e} if isinstance(e, str) else e.model_dump() for e in palette]
+        schema = inline_schema(entries, source="palette")
+        if coding is None:
+            if all(e.get("grey") is not None for e in entries):
+                coding = "grey"
+            elif all(e.get("color") is not None for e in entries):
+                coding = "color"
+        if coding is not None:
+            return cfg.model_copy(update={"label_coding": coding}), schema, None
+        names = [e["name"] for e in entries]
+    if coding == "color":
+        raise DataError("label_coding: color needs the classes' colours: palette: [{name: ..., color: [r, g, b]}, ...]")
+    if names is not None and coding is not None:
+        return cfg, inline_schema(names, source="palette"), None
+    source = str(cfg.folders.masks) if cfg.folders is not None else "the label maps"
+    guess = guess_mask_coding(mask_values([s.labels for s in cfg.samples]), names, source=source)
+    if coding is not None and coding != guess.coding:
+        raise DataError(f"{source}: label_coding is {coding} but the mask values fit {guess.coding} coding ({guess.summary})")
+    return cfg.model_copy(update={"label_coding": guess.coding}), guess.schema, guess.summary
 
 
 def _sample_error(sample: SampleConfig, exc: UserError, files: tuple[Path, ...] = ()) -> UserError:
@@ -146,13 +201,6 @@ def _file_record(path: Path) -> dict[str, Any]:
         "hash": h.hexdigest(),
         "hash_kind": how,
     }
-
-
-def _to_uint8(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Grey levels to uint8 without a stretch (``normalise.method: none``)."""
-    if np.issubdtype(dtype, np.uint16):
-        img = img / 257.0
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
 def _aligned_matrix(sample: SampleConfig, sem_shape: tuple[int, int], label_shape: tuple[int, int]) -> np.ndarray:
@@ -207,8 +255,12 @@ def _stretch_matrix(sem_shape: tuple[int, int], label_shape: tuple[int, int]) ->
 class _SampleRun:
     """Processes one sample and writes its files into the dataset folder."""
 
-    def __init__(self, cfg: PrepareConfig, schema: ClassSchema, sample: SampleConfig, root: Path):
+    def __init__(
+        self, cfg: PrepareConfig, schema: ClassSchema, sample: SampleConfig, root: Path,
+        levels: dict[str, Any] | None = None,
+    ):
         self.cfg, self.schema, self.sample, self.root = cfg, schema, sample, root
+        self.levels = levels  # one mapping for all samples (scope: dataset), else None
         self.level = cfg.classes
         self.n_classes = schema.n_classes(self.level)
         self.timings: dict[str, float] = {}
@@ -259,8 +311,8 @@ class _SampleRun:
                 with self._step("qa_before", (s.sem,)):
                     self._qa_before(sem, sem_shape, repaired, qa_dir)
 
-        with self._step("masks", (s.labels,)):
-            sample_mask, classes_w = self._masks(repaired, bg, label_to_sem, sem_shape)
+        with self._step("masks", (s.sem,) if cfg.outline == "sem" else (s.labels,)):
+            sample_mask, classes_w = self._masks(repaired, bg, label_to_sem, sem_shape, sem_w)
         with self._step("normalise", (s.sem,)):
             image = self._normalise(sem_w, sample_mask)
             del sem_w
@@ -285,14 +337,29 @@ class _SampleRun:
             )
         return sem_to_working_grid(sem, label_to_sem, label_shape, scale)
 
+    def _outline(self, repaired: np.ndarray, bg: list[int], sem_w: np.ndarray) -> np.ndarray:
+        """Sample mask on the working grid by ``outline`` mode (before SEM coverage)."""
+        mode, schema, scale = self.cfg.outline, self.schema, self.cfg.sem_scale
+        if mode == "auto":
+            named = _named_background_ids(schema)
+            mode = "labels" if labels_have_mount(repaired, named) else "none"
+            bg = named
+        self.record["outline"] = {"mode": self.cfg.outline, "used": mode}
+        if mode == "none":
+            return np.ones(sem_w.shape, bool)
+        if mode == "sem":
+            return section_mask(sem_w, "sem")
+        in_labels = label_sample_mask(repaired, bg, ignore_index=schema.ignore_index)
+        return labels_to_working_grid(in_labels.view(np.uint8), scale).astype(bool)
+
     def _masks(
-        self, repaired: np.ndarray, bg: list[int], label_to_sem: np.ndarray, sem_shape: tuple[int, int]
+        self, repaired: np.ndarray, bg: list[int], label_to_sem: np.ndarray, sem_shape: tuple[int, int],
+        sem_w: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Sample mask and class ids on the working grid (ignore_index where there is no SEM)."""
         s, schema, scale = self.sample, self.schema, self.cfg.sem_scale
         covered = sem_coverage(label_to_sem, repaired.shape, scale, sem_shape)
-        in_labels = label_sample_mask(repaired, bg, ignore_index=schema.ignore_index)
-        sample_mask = labels_to_working_grid(in_labels.view(np.uint8), scale).astype(bool)
+        sample_mask = self._outline(repaired, bg, sem_w)
         sample_mask &= covered
         if not sample_mask.any():
             raise DataError(f"sample {s.name!r}: the sample in {s.labels} falls outside the SEM {s.sem}")
@@ -303,13 +370,28 @@ class _SampleRun:
         return sample_mask, classes_w
 
     def _normalise(self, sem_w: np.ndarray, sample_mask: np.ndarray) -> np.ndarray:
-        norm = self.cfg.normalise
-        if norm.method == "percentile":
+        norm, dtype = self.cfg.normalise, np.dtype(self.record["sem_dtype"])
+        if self.levels is not None:
+            params = self.levels
+        elif norm.method == "percentile":
             image, params = normalise_sem(sem_w, sample_mask, low=norm.low, high=norm.high, drift=norm.drift)
+            params["scope"] = "sample"
+            self.record["normalisation"] = params
+            return image
+        elif norm.scale is not None:
+            params = scale_levels(*norm.scale)
+        elif dtype == np.uint8:
+            params = {"method": "none", "low_value": 0.0, "high_value": 255.0, "drift": None}
         else:
-            image, params = _to_uint8(sem_w, np.dtype(self.record["sem_dtype"])), {"method": "none"}
-        self.record["normalisation"] = params
-        return image
+            lo, hi = float(np.min(sem_w)), float(np.max(sem_w))
+            full = f"[0, {np.iinfo(dtype).max}]" if np.issubdtype(dtype, np.integer) else "[0, 1]"
+            raise DataError(
+                f"SEM {self.sample.sem} is {dtype} (values {lo:g}..{hi:g}): normalise: none keeps 8-bit grey levels "
+                f"only; give the range to map to 0..255 (normalise: {{method: none, scale: {full}}}) or use "
+                "method: percentile"
+            )
+        self.record["normalisation"] = {k: v for k, v in params.items() if k != "images"}
+        return apply_normalisation(sem_w, params)
 
     # ------------------------------------------------------------------ steps
     def _repair(self, ids: np.ndarray, qa_dir: Path) -> np.ndarray:
@@ -446,7 +528,7 @@ def _assign_splits(cfg: PrepareConfig, tiles_by_sample: dict[str, list[dict]], n
     split = cfg.split
     dropped: list[str] = []
     fractions = split.fractions.as_dict()
-    if split.by == "sample":
+    if cfg.split_by == "sample":
         names = [s.name for s in cfg.samples]
         explicit = cfg.sample_splits() if split.has_lists else None
         by_sample = split_samples(names, fractions, seed=cfg.seed, explicit=explicit, notes=notes)
@@ -469,13 +551,38 @@ def _assign_splits(cfg: PrepareConfig, tiles_by_sample: dict[str, list[dict]], n
             tiles[:] = [t for t in tiles if t["split"] is not None]
     used = {t["split"] for tiles in tiles_by_sample.values() for t in tiles}
     for s in SPLITS:
-        if fractions.get(s, 0) > 0 and s not in used and not (split.by == "sample" and split.has_lists):
+        if fractions.get(s, 0) > 0 and s not in used and not (cfg.split_by == "sample" and split.has_lists):
             notes.append(f"the {s} split has no tile")
-    if split.by == "sample" and split.has_lists:
+    if cfg.split_by == "sample" and split.has_lists:
         for s in SPLITS:
             if getattr(split, s) and s not in used:
                 notes.append(f"the {s} split has no tile")
     return dropped
+
+
+def _group_splits(cfg: PrepareConfig, notes: list[str]) -> tuple[dict[str, str | None], int]:
+    """``{sample: split}`` of a folder of tiles split by groups of neighbours (None: left out), and the group side."""
+    names = [s.name for s in cfg.samples]
+    side = cfg.split.group_tiles or group_side(names, cfg.folders.grid)
+    labels = split_tile_groups(names, cfg.folders.grid, side, cfg.split.fractions.as_dict(), seed=cfg.seed, notes=notes)
+    return dict(zip(names, labels)), side
+
+
+def _dataset_levels(cfg: PrepareConfig, samples: list[SampleConfig]) -> dict[str, Any]:
+    """One percentile mapping over the SEM pixels of all samples (``normalise.scope: dataset``)."""
+    with ExitStack() as stack:
+        images = []
+        for s in samples:
+            try:
+                img = open_image(s.sem, shape=s.sem_shape, dtype=s.sem_dtype, as_grey=True)
+            except UserError as exc:
+                raise _sample_error(s, exc, (s.sem,)) from None
+            stack.callback(img.close)
+            images.append(img)
+        try:
+            return pooled_levels(images, low=cfg.normalise.low, high=cfg.normalise.high)
+        except ValueError as exc:
+            raise DataError(f"normalise.scope: dataset: {exc}") from None
 
 
 def _class_stats(tiles: list[dict], names: list[str]) -> dict[str, Any]:
@@ -502,7 +609,7 @@ def _class_stats(tiles: list[dict], names: list[str]) -> dict[str, Any]:
 
 
 def prepare(
-    config_path: str | Path,
+    config_path: str | Path | PrepareConfig,
     out: str | Path,
     *,
     overwrite: bool = False,
@@ -512,8 +619,9 @@ def prepare(
 
     Parameters
     ----------
-    config_path : path-like
-        ``prepare.yaml`` (see :mod:`mineralseg.prep.config`).
+    config_path : path-like or PrepareConfig
+        ``prepare.yaml`` (see :mod:`mineralseg.prep.config`), or a resolved config
+        (e.g. :func:`mineralseg.prep.config.folder_config`, the folder shortcut).
     out : path-like
         Dataset folder to create (layout in docs/CONTRACTS.md).
     overwrite : bool
@@ -537,23 +645,29 @@ def prepare(
         and the file). Nothing is left under ``out`` (nor a temporary folder).
     """
     t_start = time.perf_counter()
-    config_path = Path(config_path)
     out = Path(out)
-    cfg = load_prepare_config(config_path)
+    if isinstance(config_path, PrepareConfig):
+        cfg, config_path = config_path, None
+    else:
+        config_path = Path(config_path)
+        cfg = load_prepare_config(config_path)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists (use --overwrite to replace it)")
-    schema = load_schema(cfg.palette)
     _check_inputs(cfg)
+    cfg, schema, classes_summary = _resolve_classes(cfg)
     level = cfg.classes
     names = schema.level_names(level)
     notes: list[str] = []
+    split_of, group_tiles = _group_splits(cfg, notes) if cfg.split_by == "groups" else ({}, None)
+    samples = [s for s in cfg.samples if split_of.get(s.name, "") is not None]
+    levels = _dataset_levels(cfg, samples) if cfg.normalise.scope == "dataset" else None
     records: list[dict[str, Any]] = []
     tiles_by_sample: dict[str, list[dict]] = {}
 
     with atomic_dir(out, overwrite=overwrite) as root:
-        bar = tqdm(cfg.samples, desc="prepare", unit="sample", disable=None if progress else True, file=sys.stderr)
+        bar = tqdm(samples, desc="prepare", unit="sample", disable=None if progress else True, file=sys.stderr)
         for sample in bar:
-            run = _SampleRun(cfg, schema, sample, root)
+            run = _SampleRun(cfg, schema, sample, root, levels)
             try:
                 tiles_by_sample[sample.name] = run.run(bar)
             except UserError as exc:
@@ -563,7 +677,13 @@ def prepare(
             log.info("sample %s: %d tiles", sample.name, len(tiles_by_sample[sample.name]))
         bar.close()
 
-        guarded = _assign_splits(cfg, tiles_by_sample, notes, root)
+        guarded: list[str] = []
+        if split_of:
+            for name, tiles_of in tiles_by_sample.items():
+                for t in tiles_of:
+                    t["split"] = split_of[name]
+        else:
+            guarded = _assign_splits(cfg, tiles_by_sample, notes, root)
         for msg in notes:
             log.warning(msg)
         tiles = [t for ts in tiles_by_sample.values() for t in ts]
@@ -581,10 +701,15 @@ def prepare(
                 "low": cfg.normalise.low,
                 "high": cfg.normalise.high,
                 "drift": cfg.normalise.drift,
+                "scope": cfg.normalise.scope,
+                "scale": list(cfg.normalise.scale) if cfg.normalise.scale is not None else None,
+                "dataset": {k: v for k, v in levels.items() if k != "images"} if levels else None,
                 "per_sample": norm_by_sample,
             },
-            "split": {"by": cfg.split.by, "seed": cfg.seed, "fractions": cfg.split.fractions.as_dict(),
-                      **({"guard": cfg.split.guard, "guard_dropped": guarded} if cfg.split.by == "blocks" else {})},
+            "outline": cfg.outline,
+            "split": {"by": cfg.split_by, "seed": cfg.seed, "fractions": cfg.split.fractions.as_dict(),
+                      "block_tiles": cfg.split.block_tiles, "group_tiles": group_tiles,
+                      **({"guard": cfg.split.guard, "guard_dropped": guarded} if cfg.split_by == "blocks" else {})},
             "samples": [r["name"] for r in records],
             "tiles": tiles,
         }
@@ -610,7 +735,7 @@ def prepare(
         inputs = [_file_record(Path(p)) for s in cfg.samples for p in (s.sem, s.labels) if Path(p).is_file()]
         write_json(root / "run.json", {
             "command": "prepare",
-            "config_path": str(config_path.resolve()),
+            "config_path": str(config_path.resolve()) if config_path is not None else None,
             "config": cfg.model_dump(mode="json", by_alias=True),
             "config_yaml": yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False),
             "seed": cfg.seed,
@@ -634,17 +759,24 @@ def prepare(
         "notes": notes,
         "seconds": round(time.perf_counter() - t_start, 2),
     }
-    lines = [
+    lines = ([classes_summary] if classes_summary else []) + [
         f"dataset: {out}",
         f"tiles: {len(tiles)} (" + ", ".join(f"{s} {per_split.get(s, 0)}" for s in SPLITS) + ")"
         + (f"; {len(guarded)} dropped next to test tiles (guard band)" if guarded else ""),
         "classes: " + ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(names, summary["class_frequencies"])),
     ]
-    for r in records:
-        reg = r["registration"]
-        score = "aligned" if reg.get("score_after") is None else f"NMI {reg['score_before']:.3f} -> {reg['score_after']:.3f}"
-        seams = "seams repaired" if r["seam_repair"].get("applied") else "no seam repair"
-        lines.append(f"  {r['name']}: {r['tiles']} tiles, {score}, {seams}")
+    outlines = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["outline"]["used"] for r in records).items()))
+    if cfg.folders is not None:  # aligned tiles: one line for all
+        lines.append(f"pairs: {len(records)} from {cfg.folders.images} and {cfg.folders.masks} "
+                     f"(split by {cfg.split_by}; outline: {outlines})")
+    else:
+        for r in records[:_LISTED_SAMPLES]:
+            reg = r["registration"]
+            score = "aligned" if reg.get("score_after") is None else f"NMI {reg['score_before']:.3f} -> {reg['score_after']:.3f}"
+            seams = "seams repaired" if r["seam_repair"].get("applied") else "no seam repair"
+            lines.append(f"  {r['name']}: {r['tiles']} tiles, {score}, {seams}, outline {r['outline']['used']}")
+        if len(records) > _LISTED_SAMPLES:
+            lines.append(f"  ... and {len(records) - _LISTED_SAMPLES} more samples (outline: {outlines})")
     lines += [f"warning: {n}" for n in notes]
     lines.append(f"time: {summary['seconds']:.1f} s")
     summary["text"] = "\n".join(lines)

@@ -9,6 +9,9 @@ Two leak-free schemes:
   block_tiles`` tiles go whole to one split, seeded, aiming at the fractions in tiles.
   Grains cross block edges, so with ``guard`` the training and validation tiles that
   touch a test tile are dropped: no kept training tile touches a test tile.
+* :func:`split_tile_groups`: the same for a folder of tile images whose names carry
+  their row and column on a mosaic's grid (``..._r03_c07``): neighbouring images go
+  whole to one split, so a test tile is not surrounded by training tiles.
 
 Every split with a positive fraction gets something when there are enough samples or
 blocks; otherwise a warning is logged (and returned in the notes).
@@ -17,16 +20,20 @@ blocks; otherwise a warning is logged (and returned in the notes).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["SPLITS", "split_blocks", "split_samples"]
+__all__ = ["SPLITS", "split_blocks", "group_side", "split_samples", "split_tile_groups", "tile_grid_positions"]
 
 SPLITS = ("train", "val", "test")
 # When too few units exist for every split, the held-out splits are served in this
 # order (a validation set is needed to pick checkpoints; a test set comes next).
 _PRIORITY = ("train", "val", "test")
+# Tile-image groups of a folder aim at no fewer than this (enough for three splits
+# near their fractions); smaller groups are chosen until there are.
+MIN_GROUPS = 8
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +194,98 @@ def _guard_band(grid: np.ndarray, labels: list[str | None]) -> list[str | None]:
         if labels[i] != "test" and any((int(r) + dr, int(c) + dc) in test for dr in (-1, 0, 1) for dc in (-1, 0, 1)):
             out[i] = None
     return out
+
+
+def tile_grid_positions(names: Sequence[str], pattern: str) -> dict[str, tuple[str, int, int]]:
+    """Mosaic, row and column of each tile image from its name.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Image stems, e.g. ``"siteA_r03_c07"``.
+    pattern : str
+        Regular expression (case-insensitive) with named groups ``row`` and ``col``;
+        the rest of the name (the match removed) names the mosaic.
+
+    Returns
+    -------
+    dict
+        ``{name: (mosaic, row, col)}`` for the names that match (others are left out).
+    """
+    grid = re.compile(pattern, re.IGNORECASE)
+    out = {}
+    for name in names:
+        m = grid.search(name)
+        if m:
+            out[name] = (name[: m.start()] + "|" + name[m.end():], int(m.group("row")), int(m.group("col")))
+    return out
+
+
+def group_side(names: Sequence[str], pattern: str) -> int:
+    """Default group side for :func:`split_tile_groups`: the largest of 4, 3, 2 that
+    makes at least :data:`MIN_GROUPS` groups of neighbouring tile images, else 1."""
+    where = tile_grid_positions(names, pattern).values()
+    for b in (4, 3, 2):
+        if len({(m, r // b, c // b) for m, r, c in where}) >= MIN_GROUPS:
+            return b
+    return 1
+
+
+def split_tile_groups(
+    names: Sequence[str],
+    pattern: str,
+    block_tiles: int | None,
+    fractions: Mapping[str, float],
+    *,
+    seed: int = 0,
+    notes: list[str] | None = None,
+) -> list[str]:
+    """Assign tile images to splits by groups of neighbours on their mosaic's grid.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Image stems carrying row and column (:func:`tile_grid_positions`).
+    pattern : str
+        The row / column regular expression.
+    block_tiles : int or None
+        Group side in tile images: the images of a ``block_tiles x block_tiles`` group
+        of one mosaic go to the same split. None: :func:`group_side`.
+    fractions : mapping
+        Target share of images per split.
+    seed : int
+    notes : list, optional
+        Warnings are appended here as well as logged.
+
+    Returns
+    -------
+    list of str
+        The split of each name, in order (exactly what :func:`split_blocks` gives for
+        the images laid out on one grid, the mosaics side by side and never sharing a
+        group).
+
+    Raises
+    ------
+    ValueError
+        A name without row and column.
+    """
+    where = tile_grid_positions(names, pattern)
+    missing = [n for n in names if n not in where]
+    if missing:
+        raise ValueError(f"{len(missing)} names carry no row and column ({', '.join(missing[:5])}) for pattern {pattern!r}")
+    if block_tiles is None:
+        block_tiles = group_side(names, pattern)
+    mosaics = sorted({m for m, _, _ in where.values()})
+    rows = [r for _, r, _ in where.values()]
+    cols = [c for _, _, c in where.values()]
+    b = max(1, block_tiles)
+    # Mosaic k is shifted right by k whole strides of groups: no group spans two mosaics.
+    stride = ((max(cols) - min(cols)) // b + 2) * b
+    r0, c0 = min(rows) // b * b, min(cols) // b * b
+    positions = [
+        (where[n][1] - r0, where[n][2] - c0 + mosaics.index(where[n][0]) * stride) for n in names
+    ]
+    return split_blocks(positions, 1, b, fractions, seed=seed, name="tile images", notes=notes)
 
 
 def _warn_empty(used: set[str], fractions: Mapping[str, float], what: str, notes: list[str] | None) -> None:

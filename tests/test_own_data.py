@@ -102,9 +102,9 @@ def test_folder_shortcut_prepare_train_evaluate(tmp_path, capsys):
     # the checkpoint carries the dataset's grey-level mapping and classes
     from mineralseg.evaluate.checkpoint import load_checkpoint_model
 
-    _, meta = load_checkpoint_model(run)
-    assert meta["class_names"] == ["class0", "class1"]
-    assert meta["sem_normalisation"]["method"] == "none" and "per_sample" in meta["sem_normalisation"]
+    _, card = load_checkpoint_model(run)
+    assert card.class_names == ("class0", "class1")
+    assert card.sem_normalisation["method"] == "none" and "per_sample" in card.sem_normalisation
 
 
 def test_folder_split_by_groups_keeps_neighbours_together(tmp_path, capsys):

@@ -317,3 +317,30 @@ def test_a_dask_cluster_of_two_workers_maps_like_the_local_run(trained_run, mosa
     assert (cluster.out / "report.html").is_file() and not (cluster.out / "_labels.zarr").exists()
     with pytest.raises(UserError, match="--probabilities is not available with --scheduler"):
         PredictSettings(scheduler="local:2", probabilities=True)
+
+
+def test_grey_levels_are_mapped_as_the_training_data_were(tmp_path):
+    """A user scale (none + scale) and pooled dataset levels are fixed mappings from the card;
+    per-sample percentiles come from the image itself."""
+    from mineralseg.model_card import ModelCard
+
+    class Identity(torch.nn.Module):  # class 1 where the normalised grey is above mid-grey
+        def forward(self, x):
+            return torch.cat([-x, x], dim=1) * 10
+
+    base = dict(class_names=("pore", "quartz"), class_colors=((0, 0, 0), (255, 192, 192)), ignore_index=255,
+                arch="test", mean=0.5, std=0.25, input_size=32, tile_size=32, out_size=32, sem_scale=1,
+                sem_px_per_working_px=1.0)
+    ramp = np.tile(np.linspace(0, 4000, 64), (48, 1)).astype(np.uint16)  # 0 .. 4000 of a 16-bit range
+    tifffile.imwrite(tmp_path / "ramp.tif", ramp)
+    cases = {
+        "scale": ({"method": "none", "scale": [0, 65535]}, 0.0),  # all below mid-grey: class 0 everywhere
+        "pooled": ({"method": "percentile", "scope": "dataset", "dataset": {"low_value": 0.0, "high_value": 2000.0,  # x > 1000
+                                                                           "drift": None}}, 0.75),
+        "own": ({"method": "percentile", "low": 0, "high": 100, "drift": False}, 0.5),
+    }
+    for name, (norm, quartz) in cases.items():
+        card = ModelCard(sem_normalisation=norm, **base)
+        r = predict_image(Identity(), card, tmp_path / "ramp.tif", tmp_path / name, PredictSettings(outline="none"),
+                          progress=False)
+        assert r.mineralogy.area_percent[1] == pytest.approx(100 * quartz, abs=4), name

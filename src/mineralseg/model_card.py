@@ -13,7 +13,7 @@ It answers:
   pixel (the median over the training samples, with their range), and the SEM pixel
   size when the training data gave it. A new SEM image is brought onto the same grid
   before prediction;
-* how the SEM grey levels were normalised (method and settings, not per-sample values);
+* how the SEM grey levels were normalised (method, settings and the statistics);
 * what it was trained on (dataset, samples, tiles per split, class frequencies) and how
   well it did on the validation split (IoU per class).
 
@@ -124,8 +124,10 @@ class ModelCard:
     sem_scale
         Working-grid pixels per label (QEMSCAN) pixel of the training dataset.
     sem_normalisation
-        How ``prepare`` normalised SEM grey levels: ``method``, ``low``, ``high``,
-        ``drift`` (settings only; per-sample statistics stay in the dataset).
+        How ``prepare`` normalised SEM grey levels: the dataset manifest's block
+        (``method``, ``low``, ``high``, ``drift``, ``scope``, ``scale``, the pooled levels
+        of ``scope: dataset`` and the per-sample statistics), so that a new image can
+        be normalised as the training images were.
     sem_px_per_working_px, sem_px_range, sem_pixel_size_um
         The working grid in SEM pixels (:class:`TrainingGrid`); None when unknown.
     training_data
@@ -274,7 +276,9 @@ class ModelCard:
             "input": f"{self.tile_size}-px windows of the working grid, resized to {self.input_size} px",
             "working grid": grid,
             "SEM pixel size": f"{self.sem_pixel_size_um:g} um" if self.sem_pixel_size_um else "unknown",
-            "grey-level normalisation": ", ".join(f"{k} {v}" for k, v in norm.items()) if norm else "unknown",
+            "grey-level normalisation": ", ".join(f"{k} {v}" for k, v in norm.items()
+                                                  if k in ("method", "low", "high", "drift", "scope", "scale")
+                                                  and v is not None) if norm else "unknown",
             "training approach": self.approach or "unknown",
             "trained on": self.dataset or "unknown",
         }

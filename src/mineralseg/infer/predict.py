@@ -339,21 +339,30 @@ class _NormalisingSink:
 
 def _grey_params(card: ModelCard, settings: PredictSettings, preview: np.ndarray, mask: np.ndarray,
                  dtype: np.dtype) -> dict[str, Any] | None:
-    """Grey-level normalisation of the new image as the training data had it (None: keep)."""
-    from mineralseg.prep.intensity import normalise_sem
+    """Grey-level mapping of the new image as the training images had it (None: keep the
+    8-bit grey levels as they are).
 
-    method = card.sem_normalisation.get("method", "percentile")
-    if settings.normalise == "none" or method == "none":
+    ``percentile`` per sample (the default): the image's own percentiles and drift, from
+    the preview inside the section; ``percentile`` with ``scope: dataset``: the training
+    set's pooled levels; ``none`` with ``scale``: the user's fixed range; plain ``none``:
+    8-bit grey levels kept."""
+    from mineralseg.prep.intensity import normalise_sem, scale_levels
+
+    norm = card.sem_normalisation
+    method = norm.get("method", "percentile")
+    if settings.normalise == "none" or (method == "none" and not norm.get("scale")):
         if dtype != np.uint8:
             raise UserError(
-                f"the image is {dtype}, but {'--normalise none' if settings.normalise == 'none' else 'the model'} "
-                "expects 8-bit grey levels that are already normalised; use --normalise auto"
-                if settings.normalise == "none" else
+                f"the image is {dtype}, but --normalise none expects 8-bit grey levels that are already normalised; "
+                "use --normalise auto" if settings.normalise == "none" else
                 f"the image is {dtype}, but the model was trained on 8-bit images that were not normalised "
                 "(normalise: none): convert the image to the 8-bit scale of the training images"
             )
         return None
-    norm = card.sem_normalisation
+    if method == "none":
+        return scale_levels(*norm["scale"])
+    if norm.get("scope") == "dataset" and norm.get("dataset"):
+        return dict(norm["dataset"])
     _, params = normalise_sem(preview, mask, low=float(norm.get("low", 0.5)), high=float(norm.get("high", 99.5)),
                               drift=bool(norm.get("drift", True)))  # fmt: skip
     return params

@@ -140,7 +140,7 @@ def training_card(
         tile_size=manifest.tile_size,
         out_size=manifest.out_size,
         sem_scale=manifest.sem_scale,
-        sem_normalisation={k: v for k, v in manifest.normalisation.items() if k != "per_sample"},
+        sem_normalisation=dict(manifest.normalisation),
         sem_px_per_working_px=grid.sem_px_per_working_px,
         sem_px_range=grid.sem_px_range,
         sem_pixel_size_um=grid.sem_pixel_size_um,

@@ -98,20 +98,11 @@ PROFILE_MIN_SHARE = 0.25
 FILL_THIN = 8
 # ... and none within this many along it (grains are rarely that long and that thin).
 FILL_LONG = 10
-# Fill-id detection: at the seams, the fill forms a stripe column in at least this share
-# of the rows more than in a typical column (stripes of the mount colour: 15-80 %) ...
-FILL_MIN_SHARE = 0.05
-# ... this many times more than any other id does ...
-FILL_DOMINANCE = 2.0
-# ... and at this share of the comb's teeth at least.
-FILL_TEETH_SHARE = 0.5
-# Ids tried (those with most stripe-like pixels near the seams).
+# Ids tried as the fill (those with most stripe-like pixels), besides "no fill id".
 FILL_CANDIDATES = 4
 # A fill pixel flanked by field content on both sides within this many pixels may be a
-# stripe pixel; farther from content it is mount (raised to the widest stripe seen) ...
-EXTERIOR_MIN_SIDE = 15
-# ... but no more than this: a crack or bay of the mount would look like a stripe.
-EXTERIOR_MAX_SIDE = 31
+# stripe pixel (stripes plus shifts up to ~28 px wide); farther from content it is mount.
+EXTERIOR_SIDE = 15
 
 # --- visible stripes and the field grid
 # A column is part of a visible stripe when more than this share of its informative
@@ -388,38 +379,25 @@ class _Pattern:
 
 def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int, min_pitch: int,
                   scores: dict[str, Any]) -> _Pattern | str:
-    """Steps 1-3: pitch, fill, junk and the field grid per axis (or why there is none)."""
+    """Steps 1-3: fill, junk, pitch and the field grid per axis (or why there is none)."""
     h, w = d.shape
+    if max(h, w) // MIN_SEAMS < min_pitch:
+        return "map too small for 3 fields"
     hdiff = d[:, 1:] != d[:, :-1]
     vdiff = d[1:, :] != d[:-1, :]
-    combs = {"rows": _comb(vdiff.mean(axis=1), min_pitch=min_pitch),
-             "cols": _comb(hdiff.mean(axis=0), min_pitch=min_pitch)}
-    for name, comb in combs.items():
-        scores[f"comb_z_{name}"] = round(float(comb.z), 2) if comb else 0.0
-    live = {k: c for k, c in combs.items() if c is not None}
-    if not live:
-        return "map too small for 3 fields"
-
+    extra = {int(ignore_index)} if ignore_index is not None else set()
     if seam_fill_ids is None:
-        fill = _detect_fill(d, hdiff, vdiff, live)
+        ev = _detect_fill(d, hdiff, vdiff, extra, min_pitch)
     else:
-        fill = tuple(sorted({int(v) for v in seam_fill_ids}))
-    scores["seam_fill_detected"] = seam_fill_ids is None
-    junk_ids = set(fill) | ({int(ignore_index)} if ignore_index is not None else set())
-    junk = _junk_map(d, hdiff, vdiff, junk_ids)
-    widest = max(c.hi - c.lo + 1 for c in live.values())
-    info = _informative(d, fill, int(np.clip(widest + 2 * s + 3, EXTERIOR_MIN_SIDE, EXTERIOR_MAX_SIDE)))
-    infoT = None if info is None else info.T
-    # second comb on the stripe evidence (junk, and label changes between non-junk
-    # pixels): the mount's outline and chance texture drop out
-    candidates = {
-        "rows": _comb(*_stripe_profile(vdiff.T, junk.T, infoT), min_pitch=min_pitch, top=COMB_CANDIDATES),
-        "cols": _comb(*_stripe_profile(hdiff, junk, info), min_pitch=min_pitch, top=COMB_CANDIDATES),
-    }
+        ev = _evidence(d, hdiff, vdiff, tuple(sorted({int(v) for v in seam_fill_ids})), extra, min_pitch)
     del hdiff, vdiff
+    scores["seam_fill_detected"] = seam_fill_ids is None
+    fill, junk, info, candidates = ev.fill, ev.junk, ev.info, ev.combs
+    junk_ids = set(fill) | extra
+    info_t = None if info is None else info.T
     live = {k: [c for c in cs if c.z >= COMB_MIN_Z] for k, cs in candidates.items()}
     for name, cs in candidates.items():
-        scores[f"comb2_z_{name}"] = round(float(cs[0].z), 2) if cs else 0.0
+        scores[f"comb_z_{name}"] = round(float(cs[0].z), 2) if cs else 0.0
     if not any(live.values()):
         return "no periodic pattern in the stripe evidence"
 
@@ -430,7 +408,7 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
         "rows": _lines_between(_bands(live["cols"][0], w, 1) if live["cols"] else None, w),
         "cols": _lines_between(_bands(live["rows"][0], h, 1) if live["rows"] else None, h),
     }
-    arrays = {"rows": (junk.T, infoT, h), "cols": (junk, info, w)}
+    arrays = {"rows": (junk.T, info_t, h), "cols": (junk, info, w)}
     grids, rates = {}, {}
     for name in ("rows", "cols"):
         tried = [_axis_grid(c, *arrays[name], lines[name], s) for c in live[name]]
@@ -548,6 +526,19 @@ def _stripe_profile(diff: np.ndarray, junk: np.ndarray, info: np.ndarray | None)
     return prof, ~sparse
 
 
+def _near_changes(hdiff: np.ndarray, vdiff: np.ndarray, reach: int) -> np.ndarray:
+    """(H, W) bool: a label change within ``reach`` pixels (a square around the pixel)."""
+    h, w = vdiff.shape[0] + 1, hdiff.shape[1] + 1
+    near = np.zeros((h, w), dtype=np.uint8)
+    near[:, 1:] |= hdiff
+    near[:, :-1] |= hdiff
+    near[1:, :] |= vdiff
+    near[:-1, :] |= vdiff
+    for axis in (0, 1):
+        near = ndimage.maximum_filter1d(near, 2 * int(reach) + 1, axis=axis)
+    return near.astype(bool)
+
+
 def _informative(d: np.ndarray, fill: tuple[int, ...], reach: int) -> np.ndarray | None:
     """False on fill-coloured pixels of the mount, where stripes cannot be seen.
 
@@ -567,44 +558,68 @@ def _informative(d: np.ndarray, fill: tuple[int, ...], reach: int) -> np.ndarray
     return info
 
 
-def _detect_fill(d: np.ndarray, hdiff: np.ndarray, vdiff: np.ndarray, combs: dict[str, _Comb]) -> tuple[int, ...]:
-    """The one id that forms the seam stripes (empty tuple for noise fill).
+@dataclass
+class _Evidence:
+    """Stripe evidence for one choice of fill ids: junk, informative pixels, combs."""
 
-    Stripe-like pixels are thin across a seam (a label change within ``FILL_THIN`` pixels
-    on both sides) and long along it (no change within ``FILL_LONG`` pixels). For each
-    candidate id, the column with most of its stripe-like pixels near each comb tooth
-    (share of rows) is compared with the typical column; a stripe fill shows up in a
-    good share of the rows at most teeth (``FILL_TEETH_SHARE``), chance shapes (a
-    sliver of mount between a noise stripe and the sample) do not. A multiple of the
-    true pitch still puts every tooth on a seam.
+    fill: tuple[int, ...]
+    junk: np.ndarray  # (H, W) bool
+    info: np.ndarray | None  # (H, W) bool, None: all informative
+    combs: dict[str, list[_Comb]]  # candidate combs per axis, best first
+
+    @property
+    def z(self) -> float:
+        """Sum over both axes of the best comb's z-score (how periodic the evidence is)."""
+        return float(sum(max(cs[0].z, 0.0) for cs in self.combs.values() if cs))
+
+
+def _evidence(d: np.ndarray, hdiff: np.ndarray, vdiff: np.ndarray, fill: tuple[int, ...],
+              extra_junk: set[int], min_pitch: int) -> _Evidence:
+    """Junk map, informative pixels and the candidate combs of the stripe evidence.
+
+    The comb runs on the share of junk, and of label changes between non-junk pixels,
+    per column (row) gap: the mount's outline and chance texture drop out.
     """
-    excess: dict[int, float] = {}
-    teeth_hit: dict[int, list[float]] = {}
-    for name, c in combs.items():
-        arr, across, along = (d, hdiff, vdiff) if name == "cols" else (d.T, vdiff.T, hdiff.T)
+    junk = _junk_map(d, hdiff, vdiff, set(fill) | extra_junk)
+    info = _informative(d, fill, EXTERIOR_SIDE)
+    # the profile is a rate over the section, not over the whole line: the mount is
+    # told by its lack of label changes (whatever the fill)
+    cover = _near_changes(hdiff, vdiff, EXTERIOR_SIDE)
+    if info is not None:
+        cover &= info
+    combs = {
+        "rows": _comb(*_stripe_profile(vdiff.T, junk.T, cover.T), min_pitch=min_pitch, top=COMB_CANDIDATES),
+        "cols": _comb(*_stripe_profile(hdiff, junk, cover), min_pitch=min_pitch, top=COMB_CANDIDATES),
+    }
+    return _Evidence(fill=fill, junk=junk, info=info, combs=combs)
+
+
+def _detect_fill(d: np.ndarray, hdiff: np.ndarray, vdiff: np.ndarray, extra_junk: set[int],
+                 min_pitch: int) -> _Evidence:
+    """The id the seam stripes are filled with (none for noise stripes), with its evidence.
+
+    Candidates are the ids with most stripe-like pixels (thin across a line, long along
+    it: :func:`_stripe_like`) on either axis. Each candidate, and "no fill id", is
+    tried as the fill: the one whose stripe evidence is most periodic (largest comb
+    z-score, :attr:`_Evidence.z`) wins. A wrong id adds its grains inside the section
+    as junk everywhere and flattens the comb; leaving out the true fill id leaves its
+    stripes as content. Needs no pitch: the comb of each choice finds its own.
+    """
+    counts: dict[int, float] = {}
+    for arr, across, along in ((d, hdiff, vdiff), (d.T, vdiff.T, hdiff.T)):
         lines = np.arange(0, arr.shape[0], max(1, arr.shape[0] // STATS_MAX_LINES))
         like = _stripe_like(across, along, lines)
-        sub = arr[lines]
-        width = min(c.hi - c.lo + 3, c.period // 2)
-        starts = np.arange(c.lo % c.period, arr.shape[1] - width, c.period)
-        if starts.size == 0:
-            continue
-        band_cols = starts[:, None] + np.arange(width)[None, :]
-        ids, counts = np.unique(sub[:, band_cols.ravel()][like[:, band_cols.ravel()]], return_counts=True)
-        for v in ids[np.argsort(counts)[::-1][:FILL_CANDIDATES]]:
-            share = np.count_nonzero(like & (sub == v), axis=0) / sub.shape[0]
-            gains = share[band_cols].max(axis=1) - np.median(share)
-            excess[int(v)] = excess.get(int(v), 0.0) + float(np.mean(gains)) / len(combs)
-            teeth_hit.setdefault(int(v), []).extend((gains >= FILL_MIN_SHARE).tolist())
-    if not excess:
-        return ()
-    ranked = sorted(excess.items(), key=lambda kv: kv[1], reverse=True)
-    best, gain = ranked[0]
-    runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
-    everywhere = float(np.mean(teeth_hit[best])) >= FILL_TEETH_SHARE
-    if gain >= FILL_MIN_SHARE and gain >= FILL_DOMINANCE * max(runner_up, 0.0) and everywhere:
-        return (best,)
-    return ()
+        ids, n = np.unique(arr[lines][like], return_counts=True)
+        for v, k in zip(ids.tolist(), n.tolist()):
+            counts[int(v)] = counts.get(int(v), 0.0) + k / lines.size
+    ranked = sorted(counts, key=lambda v: counts[v], reverse=True)[:FILL_CANDIDATES]
+    options = [(), *((v,) for v in ranked if v not in extra_junk)]
+    best = None
+    for fill in options:
+        ev = _evidence(d, hdiff, vdiff, fill, extra_junk, min_pitch)
+        if best is None or ev.z > best.z:
+            best = ev
+    return best
 
 
 def _stripe_like(across: np.ndarray, along: np.ndarray, lines: np.ndarray) -> np.ndarray:
@@ -649,8 +664,12 @@ def _comb(profile: np.ndarray, valid: np.ndarray | None = None, *, min_pitch: in
     valid = np.ones(n, dtype=bool) if valid is None else valid
     base = ndimage.percentile_filter(profile, 25, size=2 * min_pitch + 1, mode="nearest")
     rel = ndimage.uniform_filter1d(profile - base, COMB_SMOOTH, mode="nearest")
-    rel -= np.median(rel)  # zero-mean noise: otherwise combs with many teeth gain
-    sigma = max(1.4826 * float(np.median(np.abs(rel))), 1e-9)
+    # noise level from the lines that cross the sample only: the mount around a small
+    # section is flat, and counting it would make every wiggle inside look significant
+    ref = rel[valid] if np.count_nonzero(valid) > 2 * min_pitch else rel
+    rel -= np.median(ref)  # zero-mean noise: otherwise combs with many teeth gain
+    sigma = max(1.4826 * float(np.median(np.abs(ref - np.median(ref)))), 1e-9)
+    rel[~valid] = 0.0
     squashed = np.clip(rel / sigma, -COMB_CAP, COMB_CAP)
     padded = np.zeros((2, n + max_pitch))
     padded[0, :n] = squashed

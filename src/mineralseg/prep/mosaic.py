@@ -114,7 +114,8 @@ MIN_VISIBLE_SEAMS = 0.25
 # Log-probabilities of shift magnitudes 0, 1, 2, 3 (and beyond) when fitting the field
 # grid to visible stripes: "mostly 0 or +-1", robust to a few wrong stripe positions.
 FIT_SHIFT_LOGP = np.log([0.5, 0.19, 0.06, 0.02, 1e-3])
-# Field sizes tried around pitch - stripe width when no field shows both of its sides.
+# Field sizes tried around the commonest width between two visible stripes (or pitch -
+# stripe width when no field shows both of its sides).
 FIT_SIZE_RANGE = 2
 # Probability that field 0 starts exactly at the map's corner (an exported mosaic starts
 # with a whole field); other origins share the rest. A global offset of all fields and
@@ -141,6 +142,29 @@ SHIFT_ROUNDS = 4
 # Belief propagation over the grid of fields: iterations and message damping.
 BP_ITERATIONS = 30
 BP_DAMPING = 0.5
+# Candidate grids kept per axis (best visible stripes first, and the best one with a
+# field one pixel smaller and larger). The best pair is repaired first; while the repair
+# sorts pixels into stripe and field content with an error (stripe pixels left +
+# content pixels dropped, per stripe pixel of the damaged map) above GOOD_LAYOUT_ERROR,
+# the other row grids, then the other column grids are tried; the least error wins.
+GRID_CANDIDATES = 2
+GOOD_LAYOUT_ERROR = 0.01
+
+# --- trust
+# A repair is trusted when the seam stripes are gone: at most this share of the damaged
+# map's stripe pixels (:func:`_stripe_pixels`) is left in the repaired map (a missed
+# seam line leaves 1 / (number of seam lines) or more; good repairs leave none) ...
+MAX_RESIDUAL_STRIPES = 0.01
+# ... and the fields fit together: confidence (field-border vs field-interior label
+# changes, :func:`_seam_continuity`) at least this (good repairs 0.75-1, a wrong grid
+# 0.1-0.3).
+MIN_TRUSTED_CONFIDENCE = 0.5
+# ... and no more field content is dropped as stripe than this share of the stripe pixels
+# (a field one pixel too small drops a line per field: 10-50 %).
+MAX_CONTENT_LOST = 0.05
+# A map left alone is doubtful when more than this share of its section looks like seam
+# stripes (clean maps: 0; damaged maps: 0.5-10 %).
+MAX_UNDETECTED_STRIPES = 0.002
 # Largest id accepted (ids index histograms).
 MAX_ID = 65535
 # Rows subsampled for global statistics (fill detection, pair statistics): plenty.
@@ -181,7 +205,18 @@ class MosaicRepair:
         Ids treated as stripe fill (given or detected); empty for noise fill.
     scores : dict
         Diagnostics: comb z-scores, share of visible stripes, junk rates, label-change
-        rates across seams and inside fields, pixels filled from neighbours, run time.
+        rates across seams and inside fields, pixels filled from neighbours, layouts
+        tried, stripe pixels before and after, run time.
+    residual_stripes : float
+        Share of the damaged map's stripe pixels (fill thin across and long along a
+        line, inside the section) still in the repaired map: 0 when every stripe is gone.
+    trusted : bool
+        False when the result should not be used without a look: a repair whose fields
+        do not fit together (``confidence`` < ``MIN_TRUSTED_CONFIDENCE``) or that leaves
+        stripes behind (``residual_stripes`` > ``MAX_RESIDUAL_STRIPES``), or a map left
+        alone although stripes are there (``MAX_UNDETECTED_STRIPES`` of the section).
+    doubt : str
+        Why it is not trusted (one phrase); empty when trusted.
     """
 
     repaired: np.ndarray
@@ -197,6 +232,9 @@ class MosaicRepair:
     field_origins: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 2), dtype=np.int64))
     seam_fill_ids: tuple[int, ...] = ()
     scores: dict[str, Any] = field(default_factory=dict)
+    residual_stripes: float = 0.0
+    trusted: bool = True
+    doubt: str = ""
 
 
 @dataclass
@@ -207,6 +245,7 @@ class _Comb:
     z: float
     lo: int  # first and last phase of the bump around the best tooth (may be < 0 or >= period)
     hi: int
+    seed_z: float = 0.0  # z of the best comb this one was grown from (itself, or a pitch +-1 away)
 
 
 @dataclass
@@ -332,20 +371,49 @@ def repair_mosaic(
     scores: dict[str, Any] = {}
     pattern = _find_pattern(d, seam_fill_ids, ignore_index, s, int(min_pitch), scores)
     if isinstance(pattern, str):
-        scores.update(reason=pattern, seconds=round(time.perf_counter() - t_start, 3))
-        return MosaicRepair(repaired=d.copy(), detected=False, scores=scores)
-    llr = _likelihoods(d, pattern.junk, pattern.rates, s)
-    gy, gx = pattern.gy, pattern.gx
-    dy, dx = _solve_shifts(d, pattern.junk, pattern.info, gy, gx, s, llr)
-    repaired, n_filled = _reassemble(d, gy, gx, dy, dx)
+        share = _stripe_share(d, tuple(scores.get("fill_ids", ())), ignore_index)
+        scores.update(reason=pattern, stripe_share=round(share, 4), seconds=round(time.perf_counter() - t_start, 3))
+        doubt = ""
+        if share > MAX_UNDETECTED_STRIPES:
+            doubt = (f"{100 * share:.1f} % of the section looks like seam stripes but no field grid fits them "
+                     f"({pattern})")
+        return MosaicRepair(repaired=d.copy(), detected=False, scores=scores, trusted=not doubt, doubt=doubt)
+    # the likeliest layout first; while it misclassifies pixels (a missed seam line
+    # leaves stripes in the repaired map; a pitch too short or a field too small throws
+    # field content away as stripe), the other row grids, then the other column grids
+    before = _stripe_pixels(d, pattern.fill, pattern.junk_ids)
+    tried: dict[tuple[int, int], _Attempt] = {}
+
+    def attempt(i: int, j: int) -> _Attempt:
+        if (i, j) not in tried:
+            tried[i, j] = _attempt(d, pattern, i, j, s, before)
+        return tried[i, j]
+
+    best = attempt(0, 0)
+    for axis, n in ((0, len(pattern.rows)), (1, len(pattern.cols))):
+        for k in range(1, n):
+            if best.error <= GOOD_LAYOUT_ERROR:
+                break
+            other = attempt(k, best.j) if axis == 0 else attempt(best.i, k)
+            if other.error < best.error:
+                best = other
+    gy, gx, dy, dx, repaired, n_filled, llr = best.gy, best.gx, best.dy, best.dx, best.repaired, best.filled, best.llr
+    lost, left, error = best.lost, best.left, best.error
+    residual = left / max(before, 1)
     continuity = _seam_continuity(repaired, gy, gx, pattern.junk_ids)
     scores.update(continuity)
     scores.update(
+        layouts_tried=len(tried),
+        layout_rank=[best.i, best.j],
+        stripe_pixels=int(before),
+        residual_stripes=round(float(residual), 4),
+        content_lost=round(lost / max(before, 1), 4),
         filled_pixels=int(n_filled),
         junk_rate_stripes=round(float(llr["q"]), 4),
         junk_rate_fields=round(float(llr["r"]), 4),
         seconds=round(time.perf_counter() - t_start, 3),
     )
+    doubt = _doubt(float(continuity["confidence"]), float(residual), lost / max(before, 1))
     h, w = d.shape
     return MosaicRepair(
         repaired=repaired,
@@ -361,20 +429,55 @@ def repair_mosaic(
         field_origins=np.stack([gy.nominal[:, None] + dy, gx.nominal[None, :] + dx], axis=-1),
         seam_fill_ids=pattern.fill,
         scores=scores,
+        residual_stripes=float(residual),
+        trusted=not doubt,
+        doubt=doubt,
     )
 
 
 @dataclass
-class _Pattern:
-    """What :func:`_find_pattern` found: the field grids and the junk evidence."""
+class _Attempt:
+    """One field layout repaired: shifts, repaired map and how well it sorts the pixels."""
 
+    i: int  # index of the row grid and the column grid in the pattern
+    j: int
     gy: _Grid
     gx: _Grid
+    dy: np.ndarray
+    dx: np.ndarray
+    repaired: np.ndarray
+    filled: int  # repaired pixels filled from neighbours
+    llr: dict[str, Any]
+    lost: int  # field content (non-junk, informative) no field covers: dropped as stripe
+    left: int  # stripe pixels (:func:`_stripe_pixels`) left in the repaired map
+    error: float  # (lost + left) per stripe pixel of the damaged map
+
+
+def _attempt(d: np.ndarray, pattern: "_Pattern", i: int, j: int, s: int, before: int) -> _Attempt:
+    """Solve the shifts of row grid ``i`` x column grid ``j`` and reassemble the map."""
+    (gy, st_y), (gx, st_x) = pattern.rows[i], pattern.cols[j]
+    llr = _likelihoods(d, pattern.junk, [st for st in (st_y, st_x) if st], s)
+    dy, dx = _solve_shifts(d, pattern.junk, pattern.info, gy, gx, s, llr)
+    repaired, filled, covered = _reassemble(d, gy, gx, dy, dx)
+    content = ~(covered | pattern.junk)
+    if pattern.info is not None:
+        content &= pattern.info
+    lost = int(np.count_nonzero(content))
+    left = _stripe_pixels(repaired, pattern.fill, pattern.junk_ids)
+    return _Attempt(i=i, j=j, gy=gy, gx=gx, dy=dy, dx=dx, repaired=repaired, filled=filled, llr=llr,
+                    lost=lost, left=left, error=(lost + left) / max(before, 1))
+
+
+@dataclass
+class _Pattern:
+    """What :func:`_find_pattern` found: candidate field grids and the junk evidence."""
+
+    rows: list[tuple[_Grid, dict[str, float] | None]]  # candidate row grids and their stripe stats,
+    cols: list[tuple[_Grid, dict[str, float] | None]]  # likeliest first
     junk: np.ndarray  # (H, W) bool
     info: np.ndarray | None  # (H, W) bool, None: all informative
     fill: tuple[int, ...]
     junk_ids: set[int]
-    rates: list[dict[str, float]]
 
 
 def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int, min_pitch: int,
@@ -392,10 +495,11 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
         ev = _evidence(d, hdiff, vdiff, tuple(sorted({int(v) for v in seam_fill_ids})), extra, min_pitch)
     del hdiff, vdiff
     scores["seam_fill_detected"] = seam_fill_ids is None
+    scores["fill_ids"] = list(ev.fill)
     fill, junk, info, candidates = ev.fill, ev.junk, ev.info, ev.combs
     junk_ids = set(fill) | extra
     info_t = None if info is None else info.T
-    live = {k: [c for c in cs if c.z >= COMB_MIN_Z] for k, cs in candidates.items()}
+    live = {k: [c for c in cs if c.seed_z >= COMB_MIN_Z] for k, cs in candidates.items()}
     for name, cs in candidates.items():
         scores[f"comb_z_{name}"] = round(float(cs[0].z), 2) if cs else 0.0
     if not any(live.values()):
@@ -404,24 +508,38 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
     # visible stripes -> field size, pitch and origin per axis; of several candidate
     # pitches the one whose teeth show the most visible stripes (count x share) wins:
     # with few fields the comb alone is unsure
+    # stripes are looked for in lines between the other axis's seams, so that each line
+    # crosses one row (column) of fields: the finest candidate comb of the other axis
+    # (a multiple of the pitch would put fields with different shifts in one line)
+    finest = {k: min(cs, key=lambda c: c.period) if cs else None for k, cs in live.items()}
     lines = {
-        "rows": _lines_between(_bands(live["cols"][0], w, 1) if live["cols"] else None, w),
-        "cols": _lines_between(_bands(live["rows"][0], h, 1) if live["rows"] else None, h),
+        "rows": _lines_between(_bands(finest["cols"], w, 1) if finest["cols"] else None, w),
+        "cols": _lines_between(_bands(finest["rows"], h, 1) if finest["rows"] else None, h),
     }
     arrays = {"rows": (junk.T, info_t, h), "cols": (junk, info, w)}
-    grids, rates = {}, {}
+    grids: dict[str, list[tuple[_Grid, dict[str, float]]]] = {}
     for name in ("rows", "cols"):
         tried = [_axis_grid(c, *arrays[name], lines[name], s) for c in live[name]]
-        tried = [(t[0] is not None, t[1]["visible"] * t[1]["visible_share"], c.z, i, t)
-                 for i, (c, t) in enumerate(zip(live[name], tried))]
-        best = max(tried)[-1] if tried else (None, None)
-        grids[name], rates[name] = best
-        if best[1] is not None:
-            scores[f"visible_seams_{name}"] = round(best[1]["visible_share"], 3)
-    if grids["rows"] is None and grids["cols"] is None:
+        ranked = sorted(((t[1]["visible"] * t[1]["visible_share"], c.z, -i, t)
+                         for i, (c, t) in enumerate(zip(live[name], tried)) if t[0] is not None), reverse=True)
+        grids[name] = []
+        for *_, (g, st) in ranked:
+            if all((g.pitch, g.size, g.origin) != (o.pitch, o.size, o.origin) for o, _ in grids[name]):
+                grids[name].append((g, st))
+        grids[name] = grids[name][:GRID_CANDIDATES]
+        if grids[name]:  # the field size is the least sure: a pixel more or less
+            g, st = grids[name][0]
+            for size in (g.size - 1, g.size + 1):
+                alt = _make_grid(g.length, g.pitch, size, g.origin)
+                if alt is not None and all((alt.pitch, alt.size, alt.origin) != (o.pitch, o.size, o.origin)
+                                           for o, _ in grids[name]):
+                    grids[name].append((alt, st))
+        if grids[name]:
+            scores[f"visible_seams_{name}"] = round(grids[name][0][1]["visible_share"], 3)
+    if not grids["rows"] and not grids["cols"]:
         return "no visible seam stripes"
-    return _Pattern(gy=grids["rows"] or _Grid.whole(h), gx=grids["cols"] or _Grid.whole(w), junk=junk,
-                    info=info, fill=fill, junk_ids=junk_ids, rates=[r for r in rates.values() if r])
+    return _Pattern(rows=grids["rows"] or [(_Grid.whole(h), None)], cols=grids["cols"] or [(_Grid.whole(w), None)],
+                    junk=junk, info=info, fill=fill, junk_ids=junk_ids)
 
 
 def _axis_grid(comb: _Comb, junk: np.ndarray, info: np.ndarray | None, length: int,
@@ -634,10 +752,13 @@ def _stripe_like(across: np.ndarray, along: np.ndarray, lines: np.ndarray) -> np
     a[:, 1:-1] = across[lines]
     left = ndimage.maximum_filter1d(a, FILL_THIN, axis=1, origin=(FILL_THIN - 1) // 2)[:, :w]
     right = ndimage.maximum_filter1d(a, FILL_THIN, axis=1, origin=-(FILL_THIN // 2))[:, 1:]
+    # rows r - FILL_LONG .. r + FILL_LONG - 1 of ``along`` without a change (lines too near
+    # the map's ends are not long)
+    changed = ndimage.maximum_filter1d(along.view(np.uint8), 2 * FILL_LONG, axis=0,
+                                       mode="constant")
+    ok = (lines >= FILL_LONG) & (lines < h - FILL_LONG)
     long_ = np.zeros((lines.size, w), dtype=bool)
-    for k, r in enumerate(lines):
-        if FILL_LONG <= r < h - FILL_LONG:
-            long_[k] = ~np.any(along[r - FILL_LONG:r + FILL_LONG], axis=0)
+    long_[ok] = changed[lines[ok]] == 0
     return (left > 0) & (right > 0) & long_
 
 
@@ -694,19 +815,24 @@ def _comb(profile: np.ndarray, valid: np.ndarray | None = None, *, min_pitch: in
     starts: list[int] = []
     for i in np.argsort(zs)[::-1]:
         start = int(i) + min_pitch
-        if len(found) >= top:
+        if len(starts) >= top:
             break
         if not np.isfinite(zs[i]) or any(abs(start - c) <= COMB_DISTINCT * c for c in starts):
             continue
         starts.append(start)
         pitch = _divide_pitch(start, min_pitch, n, padded[0], valid, best_phase)
-        if any(c.period == pitch for c in found):
-            continue
-        phase = best_phase(pitch, 0, "mean")[1]
-        sums, counts = teeth(pitch, 1)
-        z = float(sums[phase] / np.sqrt(counts[phase]))
-        lo, hi = _bump(sums / np.maximum(counts, 1), phase)
-        found.append(_Comb(period=pitch, z=z, lo=lo - COMB_SMOOTH // 2, hi=hi + COMB_SMOOTH // 2))
+        # with only a few teeth across a small section the neighbouring pitches score
+        # almost alike: they are candidates too (their visible stripes decide)
+        seed_z = None
+        for p in (pitch, pitch - 1, pitch + 1) if top > 1 else (pitch,):
+            if p < min_pitch or p > max_pitch or any(c.period == p for c in found):
+                continue
+            phase = best_phase(p, 0, "mean")[1]
+            sums, counts = teeth(p, 1)
+            z = float(sums[phase] / np.sqrt(counts[phase]))
+            seed_z = z if seed_z is None else seed_z
+            lo, hi = _bump(sums / np.maximum(counts, 1), phase)
+            found.append(_Comb(period=p, z=z, lo=lo - COMB_SMOOTH // 2, hi=hi + COMB_SMOOTH // 2, seed_z=seed_z))
     return found if top > 1 else found[0]
 
 
@@ -858,7 +984,7 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
             if run is None:
                 continue
             gaps.append(run[1] - run[0])
-            if m > 0 and row[m - 1] is not None:
+            if m > 0 and row[m - 1] is not None and run[0] > row[m - 1][1]:
                 widths.append(run[0] - row[m - 1][1])
             idx += [m + 1, m]
             pos += [run[1], run[0]]
@@ -868,11 +994,11 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
     idx, pos, is_end = np.asarray(idx), np.asarray(pos), np.asarray(is_end)
     span = max(1, int(idx.max() - idx.min()))
     dp = max(2, int(np.ceil((c.hi - c.lo + 2 * s + 2) / span)) + 1)
-    if widths:  # a field with both sides visible gives its size exactly
-        size0, sizes = _mode(np.asarray(widths)), [_mode(np.asarray(widths))]
-    else:
-        size0 = c.period - _mode(np.asarray(gaps))
-        sizes = range(max(2 * s + 2, size0 - FIT_SIZE_RANGE), size0 + FIT_SIZE_RANGE + 1)
+    # a field with both sides visible shows its size, give or take the shifts of the
+    # fields around (a visible stripe is widened where a field moved away from it)
+    widths_arr = np.asarray(widths, dtype=np.int64)
+    size0 = _mode(widths_arr) if widths else c.period - _mode(np.asarray(gaps))
+    sizes = range(max(2 * s + 2, size0 - FIT_SIZE_RANGE), size0 + FIT_SIZE_RANGE + 1)
     best = None
     for size in sizes:
         starts = pos - np.where(is_end, size, 0)
@@ -880,6 +1006,7 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
         if len(pitches) == 0:
             continue
         loglik, pitch, x0 = _pitch_origin(idx, starts, pitches, c.period, s)
+        loglik += float(FIT_SHIFT_LOGP[np.minimum(np.abs(widths_arr - size), FIT_SHIFT_LOGP.size - 1)].sum())
         key = (loglik, -abs(size - size0))
         if best is None or key > best[0]:
             best = (key, size, pitch, x0)
@@ -914,7 +1041,7 @@ def _pitch_origin(idx: np.ndarray, pos: np.ndarray, pitches: range, expected: in
 
 def _make_grid(length: int, pitch: int, size: int, x0: int) -> _Grid | None:
     """Grid with the origin brought into (-size, pitch - size]; None with < 3 fields."""
-    if pitch < size:
+    if size < 1 or pitch < size:
         return None
     while x0 > pitch - size:
         x0 -= pitch
@@ -1232,9 +1359,60 @@ def _viterbi(unary: np.ndarray, trans: np.ndarray) -> np.ndarray:
     return path
 
 
+# --------------------------------------------------------------------------- trust
+def _stripe_pixels(d: np.ndarray, fill: tuple[int, ...], junk_ids: set[int]) -> int:
+    """Pixels that look like seam stripe: thin across a line of the map and long along it.
+
+    With fill ids: fill pixels inside the section (:func:`_informative`) with a label
+    change within ``FILL_THIN`` pixels on both sides across the line and none within
+    ``FILL_LONG`` along it. Without (noise stripes): junk pixels (:func:`_junk_map`)
+    in a run of ``FILL_LONG`` junk pixels along a line. Both axes are counted.
+    """
+    hdiff = d[:, 1:] != d[:, :-1]
+    vdiff = d[1:, :] != d[:-1, :]
+    total = 0
+    if fill:
+        cand = np.isin(d, list(fill)) & _informative(d, fill, EXTERIOR_SIDE)
+        for c, across, along in ((cand, hdiff, vdiff), (cand.T, vdiff.T, hdiff.T)):
+            lines = np.flatnonzero(c.any(axis=1))
+            if lines.size:
+                total += int(np.count_nonzero(_stripe_like(across, along, lines) & c[lines]))
+        return total
+    junk = _junk_map(d, hdiff, vdiff, junk_ids).view(np.uint8)
+    for axis in (0, 1):
+        runs = ndimage.uniform_filter1d(junk, FILL_LONG, axis=axis, mode="constant") >= 1
+        total += int(np.count_nonzero(ndimage.maximum_filter1d(runs.view(np.uint8), FILL_LONG, axis=axis)
+                                      & junk))
+    return total
+
+
+def _stripe_share(d: np.ndarray, fill: tuple[int, ...], ignore_index: int | None) -> float:
+    """Stripe pixels (:func:`_stripe_pixels`) per pixel of the section (non-fill pixels)."""
+    junk_ids = set(fill) | ({int(ignore_index)} if ignore_index is not None else set())
+    content = np.count_nonzero(~np.isin(d, list(fill))) if fill else d.size
+    return _stripe_pixels(d, tuple(fill), junk_ids) / max(content, 1)
+
+
+def _doubt(confidence: float, residual: float, lost: float) -> str:
+    """Why a repair is not trusted (empty when it is)."""
+    if residual > MAX_RESIDUAL_STRIPES:
+        return f"{100 * residual:.0f} % of the seam stripe pixels are left after the repair"
+    if lost > MAX_CONTENT_LOST:
+        return (f"the repair drops field content as stripe ({100 * lost:.0f} % as many pixels as the "
+                "stripes have): the field size or pitch is likely wrong")
+    if confidence < MIN_TRUSTED_CONFIDENCE:
+        return f"the repaired fields do not fit together (confidence {confidence:.2f})"
+    return ""
+
+
 # --------------------------------------------------------------------------- step 5: reassembly
-def _reassemble(d: np.ndarray, gy: _Grid, gx: _Grid, dy: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray, int]:
-    """Copy the fields onto the clean grid; fill pixels no field provides."""
+def _reassemble(d: np.ndarray, gy: _Grid, gx: _Grid, dy: np.ndarray,
+                dx: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Copy the fields onto the clean grid; fill pixels no field provides.
+
+    Returns the repaired map, the number of its pixels filled from neighbours and the
+    (H, W) mask of damaged pixels some field covers (the rest was taken as stripe).
+    """
     h, w = d.shape
     oh, ow = gy.out_length, gx.out_length
     out = np.zeros((oh, ow), dtype=d.dtype)
@@ -1260,7 +1438,7 @@ def _reassemble(d: np.ndarray, gy: _Grid, gx: _Grid, dy: np.ndarray, dx: np.ndar
     n_unknown = int(oh * ow - np.count_nonzero(known))
     if n_unknown:
         _fill_nearest(out, known)
-    return out, n_unknown
+    return out, n_unknown, taken
 
 
 def _fill_nearest(out: np.ndarray, known: np.ndarray) -> None:

@@ -43,11 +43,15 @@ def prepare(
     config: Path = typer.Argument(..., help="Prepare config (YAML)."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to create."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
+    accept_low_confidence: bool = typer.Option(
+        False, "--accept-low-confidence",
+        help="Use seam repairs that are not trusted instead of stopping (check qa/<sample>_seams.png).",
+    ),
 ) -> None:
     """Repair, register, normalise and tile SEM/label pairs into a training dataset."""
     from mineralseg.prep.pipeline import prepare as run_prepare
 
-    summary = run_prepare(config, out, overwrite=overwrite)
+    summary = run_prepare(config, out, overwrite=overwrite, accept_low_confidence=accept_low_confidence)
     typer.echo(_format_summary(summary))
 
 

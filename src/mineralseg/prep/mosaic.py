@@ -9,22 +9,22 @@ then it cuts the fields out and puts them back on a clean grid.
 
 Method
 ------
-1. *Pitch and fill.* The rate of label changes between neighbouring columns (rows) is
-   searched with a comb over every pitch and phase (:func:`_comb`). The stripe fill is
-   the one id that forms thin, long stripes at that comb's teeth (white background in
-   the study; none when the stripes are noise).
-2. *Junk and stripe evidence.* Junk pixels are fill pixels flanked by field content (a
+1. *Fill and stripe evidence.* Junk pixels are fill pixels flanked by field content (a
    fill pixel far from content is mount) and pixels unlike at least 3 of their 4
-   neighbours (noise). A second comb on the share of junk and of label changes between
-   non-junk pixels gives candidate pitches without the sample's outline; no comb above
-   ``COMB_MIN_Z`` on either axis means no seams, and the map comes back unchanged.
-3. *Field grid.* In each row of fields, the columns near each tooth where most
-   informative pixels are junk form the visible stripe (no visible stripes: no seams;
-   of several candidate pitches, the one with most visible stripes wins). A field with visible stripes on
-   both sides gives the field size exactly (mode over fields); pitch and origin are the
-   most likely given the field starts and ends the stripes imply (shifts mostly 0 or
-   +-1, field 0 at the map's corner).
-4. *Shifts.* Every field's position is chosen among ``nominal +- max_shift`` per axis.
+   neighbours (noise). Per column (row) gap, the share of junk and of label changes
+   between non-junk pixels, over the pixels that cross the section, is searched with a
+   comb over every pitch and phase (:func:`_comb`; its noise level comes from lines that
+   cross the section, so a small section in a wide mount is no harder than a big one).
+   The stripe fill is the id (among those forming most thin, long runs; or none, for
+   noise stripes) whose evidence is most periodic. No comb above ``COMB_MIN_Z`` on
+   either axis means no seams, and the map comes back unchanged.
+2. *Field grid.* In each row of fields, the columns near each tooth where most
+   informative pixels are junk form the visible stripe (no visible stripes: no seams).
+   Field size, pitch and origin are the most likely given the field starts and ends the
+   stripes imply (shifts mostly 0 or +-1, field 0 at the map's corner, widths between
+   two visible stripes). Candidate grids: the best few pitches of the comb, each +-1,
+   and the best grid with a field one pixel smaller or larger.
+3. *Shifts.* Every field's position is chosen among ``nominal +- max_shift`` per axis.
    A seam between two fields scores each pair of positions by log-likelihood ratios:
    pixels claimed as stripe should be junk, neighbouring pixels inside a field agree
    like neighbours in the map, and the two borders that meet across the seam agree like
@@ -32,19 +32,28 @@ Method
    earlier one). Across the other seams, the borders score the relative offset. Given
    one axis's shifts, the other axis's shifts of all fields are solved together by
    max-sum belief propagation over the grid of fields; the axes alternate.
-5. *Reassembly.* Fields are copied onto the clean grid in reverse raster order (a later
+4. *Reassembly.* Fields are copied onto the clean grid in reverse raster order (a later
    field owns the pixels it overwrote); the few clean pixels no field provides (hidden
    under a later field, or pushed off the map) take the value of a neighbour.
+5. *Choice and trust.* A layout is judged by how it sorts the pixels: stripe pixels
+   left in the repaired map (a missed seam line) plus field content dropped as stripe
+   (a pitch too short, a field too small). The best grid pair is tried first, then the
+   other row grids, then the other column grids, until one sorts the pixels well. The
+   result is *trusted* when few stripe pixels are left, little content was dropped and
+   the fields fit together (``confidence``); a map left alone although it shows seam
+   stripes is not trusted either. :mod:`mineralseg.prep.pipeline` stops on an untrusted
+   repair unless told to accept it.
 
 Limits: fields of one size on a regular grid drawn in raster order, shifts of at most
 ``max_shift``, at least 3 fields along an axis with seams. With 1-pixel stripes a whole
-seam line can be hidden when the fields along it all overlap or abut; with only 3-4
-fields per axis the pitch may then double, and pitch and stripe width may be off by one
-(field positions stay right; the repaired map then has a few rows or columns more or
-less at its end).
+seam line can be hidden when the fields along it all overlap or abut, and a field at
+the section's edge may show too little to place it; on the generated samples of
+``benchmarks/prep_robustness.py`` (small rectangular sections with 1-pixel stripes
+mostly) a few per cent of the maps are then flagged, and about as many repaired with
+one field a pixel off (results in ``benchmarks/results/prep_robustness.md``).
 
-Everything runs in memory on the label grid with vectorised numpy: about 2.5 s and
-250 MB of temporaries for a 4,700 x 4,700 map.
+Everything runs in memory on the label grid with vectorised numpy: a few seconds and
+a few hundred MB of temporaries for a 4,700 x 4,700 map.
 """
 
 from __future__ import annotations

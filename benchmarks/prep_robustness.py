@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="samples", disable=None,
                         file=sys.stderr):
             rows.append(row)
+            if not sys.stderr.isatty() and len(rows) % 20 == 0:  # no bar: a line now and then
+                print(f"{len(rows)}/{len(jobs)} samples, {(time.perf_counter() - t0) / 60:.1f} min",
+                      file=sys.stderr, flush=True)
             if row.get("crash") or row.get("silent_failure"):
                 tqdm.write(f"sample {row['index']} (seed {row['seed']}, {row['shape']}): "
                            f"{row.get('crash') or 'silent failure'}", file=sys.stderr)

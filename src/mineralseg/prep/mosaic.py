@@ -118,8 +118,10 @@ EXTERIOR_SIDE = 15
 # pixels is junk (fill: ~100 %, noise: ~85 %, clean map content: ~1 %).
 STRIPE_JUNK_SHARE = 0.5
 # An axis is confirmed when at least this share of the informative seams shows a visible
-# stripe (with 1-pixel stripes and +-2 shifts about 60 % of the seams are visible).
-MIN_VISIBLE_SEAMS = 0.25
+# stripe (with 1-pixel stripes and +-2 shifts about 60 % of the seams are visible; on
+# generated samples 0.5-1 for seams, at most 0.4 for the edges of a clean rectangular
+# section taken for two seams).
+MIN_VISIBLE_SEAMS = 0.45
 # Log-probabilities of shift magnitudes 0, 1, 2, 3 (and beyond) when fitting the field
 # grid to visible stripes: "mostly 0 or +-1", robust to a few wrong stripe positions.
 FIT_SHIFT_LOGP = np.log([0.5, 0.19, 0.06, 0.02, 1e-3])
@@ -172,7 +174,7 @@ MIN_TRUSTED_CONFIDENCE = 0.5
 # (a field one pixel too small drops a line per field: 10-50 %).
 MAX_CONTENT_LOST = 0.05
 # A map left alone is doubtful when more than this share of its section looks like seam
-# stripes (clean maps: 0; damaged maps: 0.5-10 %).
+# stripes of the mount id (clean generated maps: 0; damaged maps: 0.5-10 %).
 MAX_UNDETECTED_STRIPES = 0.002
 # Largest id accepted (ids index histograms).
 MAX_ID = 65535
@@ -380,7 +382,7 @@ def repair_mosaic(
     scores: dict[str, Any] = {}
     pattern = _find_pattern(d, seam_fill_ids, ignore_index, s, int(min_pitch), scores)
     if isinstance(pattern, str):
-        share = _stripe_share(d, tuple(scores.get("fill_ids", ())), ignore_index)
+        share = _stripe_share(d, _mount_ids(d, ignore_index), ignore_index)
         scores.update(reason=pattern, stripe_share=round(share, 4), seconds=round(time.perf_counter() - t_start, 3))
         doubt = ""
         if share > MAX_UNDETECTED_STRIPES:
@@ -1375,7 +1377,9 @@ def _stripe_pixels(d: np.ndarray, fill: tuple[int, ...], junk_ids: set[int]) -> 
     With fill ids: fill pixels inside the section (:func:`_informative`) with a label
     change within ``FILL_THIN`` pixels on both sides across the line and none within
     ``FILL_LONG`` along it. Without (noise stripes): junk pixels (:func:`_junk_map`)
-    in a run of ``FILL_LONG`` junk pixels along a line. Both axes are counted.
+    in a run of ``FILL_LONG`` junk pixels along a line. Both axes are counted. An
+    undetected map is checked with the mount id as fill (:func:`_mount_ids`): clean
+    maps have no thin, long runs of mount inside the section.
     """
     hdiff = d[:, 1:] != d[:, :-1]
     vdiff = d[1:, :] != d[:-1, :]
@@ -1400,6 +1404,14 @@ def _stripe_share(d: np.ndarray, fill: tuple[int, ...], ignore_index: int | None
     junk_ids = set(fill) | ({int(ignore_index)} if ignore_index is not None else set())
     content = np.count_nonzero(~np.isin(d, list(fill))) if fill else d.size
     return _stripe_pixels(d, tuple(fill), junk_ids) / max(content, 1)
+
+
+def _mount_ids(d: np.ndarray, ignore_index: int | None) -> tuple[int, ...]:
+    """The commonest id on the map's border (the mount, the usual stripe fill), if any."""
+    border = np.concatenate([d[0], d[-1], d[:, 0], d[:, -1]])
+    if ignore_index is not None:
+        border = border[border != ignore_index]
+    return (int(np.bincount(border).argmax()),) if border.size else ()
 
 
 def _doubt(confidence: float, residual: float, lost: float) -> str:

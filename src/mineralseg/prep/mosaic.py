@@ -46,14 +46,17 @@ Method
 
 Limits: fields of one size on a regular grid drawn in raster order, shifts of at most
 ``max_shift``, at least 3 fields along an axis with seams. With 1-pixel stripes a whole
-seam line can be hidden when the fields along it all overlap or abut, and a field at
-the section's edge may show too little to place it; on the generated samples of
-``benchmarks/prep_robustness.py`` (small rectangular sections with 1-pixel stripes
-mostly) a few per cent of the maps are then flagged, and about as many repaired with
-one field a pixel off (results in ``benchmarks/results/prep_robustness.md``).
+seam line can be hidden when the fields along it all overlap or abut, the visible
+stripes are wider than the nominal ones (a stripe shows where fields moved apart), so
+a pitch one pixel too long with shifts drifting field by field can fit the pixels as
+well as the true one, and a field at the section's edge may show too little to place
+it. On 308 whole generated samples (``benchmarks/prep_robustness.py``, 2026-11-30):
+85.7 % restored, 6.5 % flagged (not trusted; all real failures), 7.8 % wrong without
+being flagged (mostly those two cases), no crash.
 
-Everything runs in memory on the label grid with vectorised numpy: a few seconds and
-a few hundred MB of temporaries for a 4,700 x 4,700 map.
+Everything runs in memory on the label grid with vectorised numpy: 0.1-6 s (median
+0.6 s) for the 220-1,130 px maps of the benchmark on a shared 2-core machine, and a few
+hundred MB of temporaries for a 4,700 x 4,700 map.
 """
 
 from __future__ import annotations

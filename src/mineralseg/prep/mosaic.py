@@ -79,7 +79,7 @@ MIN_SEAMS = 2
 # Comb z-score below which an axis has no periodic seam pattern, on the stripe evidence
 # (second comb). Clean synthetic maps reach 2-7 on grain texture, seams 7 to several
 # hundred; the visible stripes then confirm (clean maps show none).
-COMB_MIN_Z = 6.0
+COMB_MIN_Z = 5.0
 # Neighbouring gaps averaged in the comb profile (a stripe changes labels at both edges).
 COMB_SMOOTH = 5
 # Comb profile values are clipped at this many robust spreads when choosing the pitch:
@@ -522,10 +522,9 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
     # visible stripes -> field size, pitch and origin per axis; of several candidate
     # pitches the one whose teeth show the most visible stripes (count x share) wins:
     # with few fields the comb alone is unsure
-    # stripes are looked for in lines between the other axis's seams, so that each line
-    # crosses one row (column) of fields: the finest candidate comb of the other axis
-    # (a multiple of the pitch would put fields with different shifts in one line)
-    finest = {k: min(cs, key=lambda c: c.period) if cs else None for k, cs in live.items()}
+    # stripes are looked for in lines between the other axis's seams (its best comb), so
+    # that each line crosses about one row (column) of fields
+    finest = {k: cs[0] if cs else None for k, cs in live.items()}
     lines = {
         "rows": _lines_between(_bands(finest["cols"], w, 1) if finest["cols"] else None, w),
         "cols": _lines_between(_bands(finest["rows"], h, 1) if finest["rows"] else None, h),

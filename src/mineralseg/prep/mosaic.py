@@ -51,11 +51,11 @@ stripes are wider than the nominal ones (a stripe shows where fields moved apart
 a pitch one pixel too long with shifts drifting field by field can fit the pixels as
 well as the true one, and a field at the section's edge may show too little to place
 it. On 308 whole generated samples (``benchmarks/prep_robustness.py``, 2026-11-30):
-85.7 % restored, 6.5 % flagged (not trusted; all real failures), 7.8 % wrong without
+88.6 % restored, 5.5 % flagged (not trusted; all real failures), 5.8 % wrong without
 being flagged (mostly those two cases), no crash.
 
-Everything runs in memory on the label grid with vectorised numpy: 0.1-6 s (median
-0.6 s) for the 220-1,130 px maps of the benchmark on a shared 2-core machine, and a few
+Everything runs in memory on the label grid with vectorised numpy: 0.1-2.4 s (median
+0.3 s) for the 220-1,130 px maps of the benchmark on a shared 2-core machine, and a few
 hundred MB of temporaries for a 4,700 x 4,700 map.
 """
 

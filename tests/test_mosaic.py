@@ -16,6 +16,8 @@ from scipy import ndimage
 from mineralseg.errors import UserError
 from mineralseg.prep.mosaic import MosaicRepair, repair_mosaic, seam_figure_data
 from mineralseg.synth.damage import apply_mosaic_damage, draw_shifts
+from mineralseg.synth.dataset import sample_seed
+from mineralseg.synth.sample import generate_sample
 
 BACKGROUND = 23  # the white background id of the qemscan24 palette
 PORE = 0
@@ -205,7 +207,7 @@ def test_repair_only_column_seams():
 def test_clean_map_is_left_alone(seed, size):
     clean, _ = clean_map(np.random.default_rng(seed), size)
     rep = repair_mosaic(clean)
-    assert not rep.detected
+    assert not rep.detected and rep.trusted and rep.doubt == ""
     np.testing.assert_array_equal(rep.repaired, clean)
     assert rep.seam_rows == [] and rep.seam_cols == [] and rep.confidence == 0.0
     assert "reason" in rep.scores
@@ -260,3 +262,78 @@ def test_repair_over_many_random_mosaics():
                                               field_size=(field, field + int(rng.integers(-2, 3))))
         worst = min(worst, check_repair(repair_mosaic(damaged), clean, inside, layout))
     assert worst >= MIN_ACCURACY
+
+
+# --------------------------------------------------------------------------- trust
+def test_repair_leaving_stripes_behind_is_not_trusted():
+    """Long background lines at no seam position survive the repair: not trusted."""
+    clean, inside, damaged, layout = damaged_case(30, 450, field_size=70, seam_width=3, max_shift=1)
+    rep = repair_mosaic(damaged)
+    assert rep.trusted and rep.residual_stripes == 0.0
+    damaged[100, 60:390] = BACKGROUND
+    damaged[60:390, 251] = BACKGROUND
+    rep = repair_mosaic(damaged)
+    assert rep.detected and not rep.trusted
+    assert rep.residual_stripes > 0.01 and "seam stripe pixels are left after the repair" in rep.doubt
+
+
+def test_stripes_that_fit_no_grid_are_not_trusted():
+    """Two long stripes across a clean map: no field grid, but not a clean map either."""
+    clean, _ = clean_map(np.random.default_rng(31), 400)
+    clean[130:133, 20:380] = BACKGROUND
+    clean[20:380, 250:252] = BACKGROUND
+    rep = repair_mosaic(clean)
+    assert not rep.trusted and rep.doubt
+
+
+# --------------------------------------------------------------------------- whole generated samples
+def _generated(seed: int, index: int, shape: str, size: int = 4096):
+    """Sample ``index`` of ``mineralseg synth OUT --seed SEED --size SIZE`` (the shape given)."""
+    return generate_sample(sample_seed(seed, index), size=size, shape=shape)
+
+
+@pytest.mark.parametrize("seed", [101, 107, 1234])
+def test_repair_reported_rectangular_samples(seed):
+    """Issue 16: ``mineralseg synth OUT --samples 3 --size 4096 --seed SEED``, sample02.
+
+    101: 456 x 456 map repaired to 456 x 452 (clean 412 x 412) with confidence 0.27;
+    107: 257 x 267 map, seams not detected; 1234: 38 x 36-px fields, ``_reassemble``
+    stopped with "negative dimensions are not allowed". Small rectangular sections:
+    few seams cross the section, the rest of the map is mount.
+    """
+    s = _generated(seed, 2, "rect")
+    rep = repair_mosaic(s.labels)
+    assert rep.detected and rep.trusted
+    assert rep.repaired.shape == s.labels_clean.shape
+    assert list(rep.field_size) == s.seams["field_size"] and list(rep.seam_width) == s.seams["seam_width"]
+    assert np.mean(rep.repaired == s.labels_clean) >= MIN_ACCURACY
+
+
+@pytest.mark.slow
+def test_repair_on_generated_samples_of_both_shapes():
+    """40 whole generated samples (seeds fixed: the first 40 of benchmarks/prep_robustness.py).
+
+    Issue 16 asks for >= 99 % restored (trusted, clean map's shape, >= 99.5 % of the
+    pixels) and no silent failure. Not reached yet: in the benchmark run of 2026-11-30
+    the repair restored 34 of these 40, flagged 2 (samples 12 and 34, both real
+    failures) and got 4 wrong without noticing (22, 23, 24, 26: a pitch one pixel too
+    long made up for by drifting shifts, or one field placed a pixel off; 22 is
+    restored since the comb threshold went to 5: the final run restored 35, flagged 33
+    and 34, missed 23, 24, 26). This test guards that level: no
+    crash, every flagged map a real failure, at least 34 restored and no silent failure
+    beyond those 4.
+    """
+    restored, flagged, silent = [], [], []
+    for k in range(40):
+        s = _generated(0, k, "rect" if k % 2 else "round")
+        rep = repair_mosaic(s.labels, ignore_index=255)
+        ok = rep.repaired.shape == s.labels_clean.shape and np.mean(rep.repaired == s.labels_clean) >= MIN_ACCURACY
+        if not rep.trusted:
+            flagged.append(k)
+            assert not ok, f"sample {k} flagged but restored: {rep.doubt}"
+        elif ok:
+            restored.append(k)
+        else:
+            silent.append(k)
+    assert len(restored) >= 34, (flagged, silent)
+    assert set(silent) <= {22, 23, 24, 26}, silent

@@ -326,3 +326,104 @@ def test_prepare_synthetic_clean_map_registration_only(tmp_path):
     err, agreement = _truth_checks(synth, out, "sample00")
     assert err < 0.5 and agreement == 1.0
     assert summary["samples"][0]["seam_repair"]["applied"] is False
+
+
+# --------------------------------------------------------------------------- seam repair trust (issue 16)
+def _mosaic_sample(root: Path, *, extra_stripes: bool) -> Path:
+    """One non-aligned sample whose label map is a damaged mosaic (registration off).
+
+    With ``extra_stripes`` two long background lines cross the section at no seam
+    position: the repair removes the periodic stripes and leaves those, so it is not
+    trusted. The SEM has the repaired map's shape (identity placement).
+    """
+    from mineralseg.prep.mosaic import repair_mosaic
+    from mineralseg.synth.damage import apply_mosaic_damage
+
+    rng = np.random.default_rng(5)
+    _, _, ids = _pair(root / "tmp", seed=5, size=240)
+    damaged, _ = apply_mosaic_damage(ids, rng, seam_fill_id=BACKGROUND, field_size=60, seam_width=3, max_shift=1)
+    if extra_stripes:
+        damaged[97, 30:220] = BACKGROUND
+        damaged[30:220, 161] = BACKGROUND
+    rep = repair_mosaic(damaged, ignore_index=SCHEMA.ignore_index)
+    assert rep.trusted is not extra_stripes  # the premise of the tests below
+    folder = root / "s0"
+    folder.mkdir(parents=True)
+    Image.fromarray(SCHEMA.ids_to_colors(damaged, level="minerals")).save(folder / "labels.png")
+    lut = np.zeros(256, np.float64)
+    for k, g in GREY.items():
+        lut[k] = g
+    tifffile.imwrite(folder / "sem.tif", lut[rep.repaired].astype(np.uint8))
+    data = {
+        "palette": "qemscan24", "classes": "groups", "tile_size": 32, "out_size": 32,
+        "min_sample_fraction": 0.5, "repair_seams": "auto", "register": False, "seed": 1,
+        "samples": [{"name": "s0", "sem": "s0/sem.tif", "labels": "s0/labels.png", "aligned": False}],
+    }
+    path = root / "prepare.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_prepare_stops_on_an_untrusted_seam_repair(tmp_path):
+    cfg = _mosaic_sample(tmp_path / "in", extra_stripes=True)
+    out = tmp_path / "work" / "ds"
+    out.parent.mkdir()
+    with pytest.raises(DataError) as info:
+        prepare(cfg, out, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith("sample 's0': the seam repair of ") and "labels.png is not trusted: found " in msg
+    assert "seam stripe pixels are left after the repair" in msg
+    assert "repair_seams: false" in msg and "--accept-low-confidence" in msg
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_prepare_accepts_an_untrusted_repair_when_asked(tmp_path):
+    cfg = _mosaic_sample(tmp_path / "in", extra_stripes=True)
+    out = tmp_path / "ds"
+    summary = prepare(cfg, out, progress=False, accept_low_confidence=True)
+    rec = summary["samples"][0]["seam_repair"]
+    assert rec["applied"] is True and rec["trusted"] is False and "left after the repair" in rec["doubt"]
+    assert any("seam repair not trusted" in n for n in summary["notes"])
+    assert (out / "qa" / "s0_seams.png").is_file()
+
+
+def test_prepare_trusted_mosaic_repair_records_the_layout(tmp_path):
+    cfg = _mosaic_sample(tmp_path / "in", extra_stripes=False)
+    out = tmp_path / "ds"
+    summary = prepare(cfg, out, progress=False)
+    rec = summary["samples"][0]["seam_repair"]
+    assert rec["applied"] is True and rec["trusted"] is True and rec["doubt"] is None
+    assert rec["field_size"] == [60, 60] and rec["seam_width"] == [3, 3]
+    assert (out / "qa" / "s0_seams.png").is_file()
+
+
+def test_prepare_internal_error_names_the_sample_and_step(tmp_path, monkeypatch):
+    import mineralseg.prep.mosaic as mosaic
+
+    def broken(*args, **kwargs):
+        raise IndexError("index 7 is out of bounds")
+
+    cfg = _mosaic_sample(tmp_path / "in", extra_stripes=False)
+    monkeypatch.setattr(mosaic, "repair_mosaic", broken)
+    out = tmp_path / "work" / "ds"
+    out.parent.mkdir()
+    with pytest.raises(UserError, match=r"^sample 's0': step seam_repair failed with an internal error "
+                                        r"\(IndexError: index 7 is out of bounds\); please report it") as info:
+        prepare(cfg, out, progress=False)
+    assert "\n" not in str(info.value)
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_cli_prepare_untrusted_repair_one_line_then_accepted(tmp_path, capsys):
+    from mineralseg.cli import main
+
+    cfg = _mosaic_sample(tmp_path / "in", extra_stripes=True)
+    out = tmp_path / "ds"
+    assert main(["prepare", str(cfg), "--out", str(out)]) == 2
+    text = capsys.readouterr()
+    lines = [ln for ln in (text.out + text.err).splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: sample 's0': the seam repair of ")
+    assert "not trusted" in lines[0] and not out.exists()
+    assert main(["prepare", str(cfg), "--out", str(out), "--accept-low-confidence"]) == 0
+    assert (out / "manifest.json").is_file()

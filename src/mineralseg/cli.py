@@ -67,6 +67,10 @@ def prepare(
     tile_size: Optional[int] = typer.Option(None, "--tile-size", min=8, help="Tile side (default: the image side, <= 512)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
+    accept_low_confidence: bool = typer.Option(
+        False, "--accept-low-confidence",
+        help="Use seam repairs that are not trusted instead of stopping (check qa/<sample>_seams.png).",
+    ),
 ) -> None:
     """Repair, register, normalise and tile SEM/label pairs into a training dataset.
 
@@ -78,7 +82,7 @@ def prepare(
 
     source = prepare_source(config, images=images, masks=masks, classes=classes, pattern=pattern,
                             tile_size=tile_size, seed=seed)
-    summary = run_prepare(source, out, overwrite=overwrite)
+    summary = run_prepare(source, out, overwrite=overwrite, accept_low_confidence=accept_low_confidence)
     typer.echo(_format_summary(summary))
 
 

@@ -257,7 +257,7 @@ class _SampleRun:
 
     def __init__(
         self, cfg: PrepareConfig, schema: ClassSchema, sample: SampleConfig, root: Path,
-        levels: dict[str, Any] | None = None,
+        levels: dict[str, Any] | None = None, *, accept_low_confidence: bool = False,
     ):
         self.cfg, self.schema, self.sample, self.root = cfg, schema, sample, root
         self.levels = levels  # one mapping for all samples (scope: dataset), else None
@@ -266,6 +266,8 @@ class _SampleRun:
         self.timings: dict[str, float] = {}
         self.record: dict[str, Any] = {"name": sample.name}
         self.files: tuple[Path, ...] = ()  # input files of the step running (for errors)
+        self.step = "start"  # the step running (for errors)
+        self.accept_low_confidence = accept_low_confidence  # use an untrusted seam repair (and say so)
         self.notes: list[str] = []
         self.bar: Any = None
 
@@ -275,6 +277,7 @@ class _SampleRun:
         if self.bar is not None:
             self.bar.set_postfix_str(f"{self.sample.name}: {name}")
         self.files = files
+        self.step = name
         t0 = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - t0, 3)
@@ -405,10 +408,13 @@ class _SampleRun:
 
         rep = repair_mosaic(ids, ignore_index=self.schema.ignore_index)
         info = seam_figure_data(rep)
-        info.pop("fields", None)
+        fields = info.pop("fields", None)
         summary.update(info)
         summary.update(field_size=_jsonable(rep.field_size), seam_width=_jsonable(rep.seam_width),
-                       seam_fill_ids=[int(v) for v in rep.seam_fill_ids], applied=bool(rep.detected))
+                       seam_fill_ids=[int(v) for v in rep.seam_fill_ids], applied=bool(rep.detected),
+                       trusted=bool(rep.trusted), doubt=rep.doubt or None)
+        if not rep.trusted:
+            self._check_trust(rep)
         if not rep.detected:
             summary["reason"] = "no seam pattern detected"
             if mode is True:
@@ -418,12 +424,29 @@ class _SampleRun:
             self.schema.ids_to_colors(ids, level="minerals"), list(rep.seam_rows), list(rep.seam_cols),
             qa_dir / f"{s.name}_seams.png",
             title=f"{s.name}: {len(rep.seam_rows)} seam rows, {len(rep.seam_cols)} seam columns detected, "
-            f"fields {rep.field_size}, confidence {float(rep.confidence):.2f}",
+            f"fields {rep.field_size}, confidence {float(rep.confidence):.2f}"
+            + ("" if rep.trusted else " (NOT TRUSTED, accepted)"),
+            fields=fields,
         )
         repaired = np.asarray(rep.repaired)
         summary["damaged_shape"] = list(ids.shape)
         summary["repaired_shape"] = list(repaired.shape)
         return repaired
+
+    def _check_trust(self, rep: Any) -> None:
+        """Stop on a repair that is not trusted, unless low confidence is accepted."""
+        s = self.sample
+        if self.accept_low_confidence:
+            self.notes.append(f"sample {s.name!r}: seam repair not trusted ({rep.doubt}), used as accepted")
+            return
+        found = (f"{len(rep.seam_rows)} seam rows and {len(rep.seam_cols)} seam columns, fields "
+                 f"{rep.field_size[0]} x {rep.field_size[1]} px, confidence {rep.confidence:.2f}"
+                 if rep.detected else "no seam layout")
+        raise DataError(
+            f"sample {s.name!r}: the seam repair of {s.labels} is not trusted: found {found}, but {rep.doubt}; "
+            "if the map has no seams set repair_seams: false, otherwise rerun with --accept-low-confidence "
+            f"and check the layout found in qa/{s.name}_seams.png"
+        )
 
     def _register(self, sem: Any, sem_shape: tuple[int, int], labels: np.ndarray, bg: list[int]) -> np.ndarray:
         s, cfg = self.sample, self.cfg
@@ -614,6 +637,7 @@ def prepare(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    accept_low_confidence: bool = False,
 ) -> dict[str, Any]:
     """Build a training dataset from the SEM / label pairs of a prepare config.
 
@@ -628,6 +652,9 @@ def prepare(
         Replace an existing folder (only once the new one is complete).
     progress : bool
         Show a progress bar (only on a terminal).
+    accept_low_confidence : bool
+        Use seam repairs that are not trusted (:attr:`MosaicRepair.trusted`) instead of
+        stopping; each is reported in ``notes`` and its QA figure says so.
 
     Returns
     -------
@@ -641,8 +668,10 @@ def prepare(
     UserError
         Existing ``out`` without ``overwrite``; invalid config (ConfigError); missing
         or unreadable files, size mismatch of raw files, a label map without sample,
-        outlines that cannot be matched, no tile kept (DataError, naming the sample
-        and the file). Nothing is left under ``out`` (nor a temporary folder).
+        a seam repair that is not trusted (without ``accept_low_confidence``), outlines
+        that cannot be matched, no tile kept (DataError, naming the sample and the
+        file); an internal error in a step (UserError naming the sample and the step).
+        Nothing is left under ``out`` (nor a temporary folder).
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -667,11 +696,17 @@ def prepare(
     with atomic_dir(out, overwrite=overwrite) as root:
         bar = tqdm(samples, desc="prepare", unit="sample", disable=None if progress else True, file=sys.stderr)
         for sample in bar:
-            run = _SampleRun(cfg, schema, sample, root, levels)
+            run = _SampleRun(cfg, schema, sample, root, levels, accept_low_confidence=accept_low_confidence)
             try:
                 tiles_by_sample[sample.name] = run.run(bar)
             except UserError as exc:
                 raise _sample_error(sample, exc, run.files) from None
+            except Exception as exc:  # a bug, not a user mistake: still one line, naming where
+                log.debug("sample %s, step %s", sample.name, run.step, exc_info=True)
+                raise UserError(
+                    f"sample {sample.name!r}: step {run.step} failed with an internal error "
+                    f"({type(exc).__name__}: {' '.join(str(exc).split())}); please report it with the input files"
+                ) from None
             records.append(run.record)
             notes.extend(run.notes)
             log.info("sample %s: %d tiles", sample.name, len(tiles_by_sample[sample.name]))

@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display needed (servers, CI)
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mineralseg.io.atomic import atomic_path  # noqa: E402
@@ -29,6 +30,7 @@ DISPLAY_MAX_SIDE = 720
 FIG_DPI = 110
 EDGE_COLOR = (255, 40, 40)  # red boundaries stand out on a greyscale SEM
 SEAM_COLOR = "magenta"  # absent from the built-in palettes
+FIELD_COLOR = "black"  # outlines of the detected mosaic fields
 
 
 def shrink_for_display(img: np.ndarray, max_side: int = DISPLAY_MAX_SIDE, *, nearest: bool = False) -> np.ndarray:
@@ -114,6 +116,7 @@ def plot_seams(
     path: str | os.PathLike,
     *,
     title: str = "",
+    fields: Sequence[Sequence[int]] | None = None,
 ) -> None:
     """Draw detected seam stripes (rows / columns of the damaged map) over it.
 
@@ -126,6 +129,9 @@ def plot_seams(
         rows ``start..stop-1``).
     path : path-like
     title : str
+    fields : sequence of (y, x, h, w), optional
+        Detected field rectangles in the damaged map (nominal corner plus the field's
+        shift), drawn as outlines: the layout the repair used.
     """
     h, w = labels_rgb.shape[:2]
     step = max(1, int(np.ceil(max(h, w) / DISPLAY_MAX_SIDE)))
@@ -137,6 +143,8 @@ def plot_seams(
             ax.axhspan(lo - 0.5, hi - 0.5, color=SEAM_COLOR, alpha=0.6, lw=0.8)
         else:
             ax.axvspan(lo - 0.5, hi - 0.5, color=SEAM_COLOR, alpha=0.6, lw=0.8)
+    for y, x, fh, fw in fields or ():
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), fw, fh, fill=False, edgecolor=FIELD_COLOR, lw=0.6))
     ax.set_title(title or f"{len(seam_rows)} seam rows, {len(seam_cols)} seam columns", fontsize=10)
     ax.set_axis_off()
     _save(fig, path)

@@ -117,10 +117,20 @@ def test_folder_split_by_groups_keeps_neighbours_together(tmp_path, capsys):
     side = manifest["split"]["group_tiles"]
     assert side == 2  # 9 groups of 2 x 2 on a 6 x 6 grid (4 x 4 would give only 4)
     by_group: dict = {}
+    where = {}
     for t in manifest["tiles"]:
         _, r, c = tile_grid_positions([t["sample"]], r"_r(?P<row>\d+)_c(?P<col>\d+)")[t["sample"]]
+        where[(r, c)] = t["split"]
         assert by_group.setdefault((r // side, c // side), t["split"]) == t["split"]
     assert set(by_group.values()) == {"train", "val", "test"}
+    # guard band: no kept training or validation image touches a test image; the dropped ones are listed
+    test = {rc for rc, split in where.items() if split == "test"}
+    for (r, c), split in where.items():
+        if split != "test":
+            assert not any((r + dr, c + dc) in test for dr in (-1, 0, 1) for dc in (-1, 0, 1)), (r, c)
+    dropped = manifest["split"]["guard_dropped"]
+    assert dropped and manifest["split"]["guard"] is True
+    assert not set(dropped) & {t["sample"] for t in manifest["tiles"]} and len(where) + len(dropped) == 36
 
 
 def test_split_tile_groups_never_mixes_mosaics():

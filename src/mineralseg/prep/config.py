@@ -159,8 +159,8 @@ class SplitConfig(StrictModel):
     fractions: SplitFractions = Field(default_factory=SplitFractions)
     block_tiles: int = Field(4, ge=1)
     guard: bool = Field(
-        True, description="by: blocks: drop the train and val tiles that touch a test tile (no training "
-        "tile shares a grain with a test tile); the manifest lists them"
+        True, description="by: blocks or groups: drop the train and val tiles (images) that touch a test tile "
+        "(no training tile shares a grain with a test tile); the manifest lists them"
     )
     group_tiles: int | None = Field(None, ge=1)
     train: list[str] = Field(default_factory=list)

@@ -587,7 +587,8 @@ def _group_splits(cfg: PrepareConfig, notes: list[str]) -> tuple[dict[str, str |
     """``{sample: split}`` of a folder of tiles split by groups of neighbours (None: left out), and the group side."""
     names = [s.name for s in cfg.samples]
     side = cfg.split.group_tiles or group_side(names, cfg.folders.grid)
-    labels = split_tile_groups(names, cfg.folders.grid, side, cfg.split.fractions.as_dict(), seed=cfg.seed, notes=notes)
+    labels = split_tile_groups(names, cfg.folders.grid, side, cfg.split.fractions.as_dict(), seed=cfg.seed, notes=notes,
+                               guard=cfg.split.guard)
     return dict(zip(names, labels)), side
 
 
@@ -712,7 +713,7 @@ def prepare(
             log.info("sample %s: %d tiles", sample.name, len(tiles_by_sample[sample.name]))
         bar.close()
 
-        guarded: list[str] = []
+        guarded = [name for name, split in split_of.items() if split is None]  # images next to test images
         if split_of:
             for name, tiles_of in tiles_by_sample.items():
                 for t in tiles_of:
@@ -744,7 +745,8 @@ def prepare(
             "outline": cfg.outline,
             "split": {"by": cfg.split_by, "seed": cfg.seed, "fractions": cfg.split.fractions.as_dict(),
                       "block_tiles": cfg.split.block_tiles, "group_tiles": group_tiles,
-                      **({"guard": cfg.split.guard, "guard_dropped": guarded} if cfg.split_by == "blocks" else {})},
+                      **({"guard": cfg.split.guard, "guard_dropped": guarded}
+                         if cfg.split_by in ("blocks", "groups") else {})},
             "samples": [r["name"] for r in records],
             "tiles": tiles,
         }

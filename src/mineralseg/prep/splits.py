@@ -239,7 +239,8 @@ def split_tile_groups(
     *,
     seed: int = 0,
     notes: list[str] | None = None,
-) -> list[str]:
+    guard: bool = False,
+) -> list[str | None]:
     """Assign tile images to splits by groups of neighbours on their mosaic's grid.
 
     Parameters
@@ -256,13 +257,16 @@ def split_tile_groups(
     seed : int
     notes : list, optional
         Warnings are appended here as well as logged.
+    guard : bool
+        Leave out (None) the train and val images next to a test image (8-neighbourhood
+        on their mosaic's grid): no kept training image touches a test image.
 
     Returns
     -------
-    list of str
+    list of str or None
         The split of each name, in order (exactly what :func:`split_blocks` gives for
         the images laid out on one grid, the mosaics side by side and never sharing a
-        group).
+        group); None for images the guard band leaves out.
 
     Raises
     ------
@@ -285,7 +289,7 @@ def split_tile_groups(
     positions = [
         (where[n][1] - r0, where[n][2] - c0 + mosaics.index(where[n][0]) * stride) for n in names
     ]
-    return split_blocks(positions, 1, b, fractions, seed=seed, name="tile images", notes=notes)
+    return split_blocks(positions, 1, b, fractions, seed=seed, name="tile images", notes=notes, guard=guard)
 
 
 def _warn_empty(used: set[str], fractions: Mapping[str, float], what: str, notes: list[str] | None) -> None:

@@ -60,11 +60,11 @@ def test_a_local_cluster_with_two_workers_gives_the_labels_of_the_local_run(trai
     import zarr
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    model, meta = load_checkpoint_model(trained_run)
+    model, card = load_checkpoint_model(trained_run)
     image = _image((333, 150))
     # Windows of 64 overlapping by 24, 3 rows of windows a task: 3 tasks; batches of 3 of
     # the 4 windows of a row; the last row of windows is the irregular one.
-    kwargs = dict(mean=meta["mean"], std=meta["std"], window=64, overlap=24, batch_size=3, multiple=16)
+    kwargs = dict(mean=card.mean, std=card.std, window=64, overlap=24, batch_size=3, multiple=16)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as on the workers
     try:

@@ -468,7 +468,8 @@ def predict_image(
     image_path, out_dir = Path(image_path), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir} already exists (use --overwrite to replace it)")
-    dev = _device(settings.device)
+    # On a cluster the device names the workers' device; the client holds the model on the CPU.
+    dev = _device(settings.device) if settings.scheduler is None else torch.device("cpu")
     sem_px, scale_source = working_scale(card, sem_px=settings.sem_px, pixel_size_um=settings.pixel_size_um)
     if abs(sem_px - 1) <= SCALE_TOLERANCE:
         sem_px = 1.0
@@ -569,7 +570,8 @@ def _class_bands(
     hw, ww = (int(v) for v in work.shape)
     labels = zarr.create_array(store=str(tmp / "_labels.zarr"), shape=(hw, ww), dtype=np.uint8,
                                chunks=(min(ZARR_CHUNK, hw), min(ZARR_CHUNK, ww)), zarr_format=3)  # fmt: skip
-    predict_classes_distributed(model_factory, work, scheduler=settings.scheduler, out=labels, device=str(dev),
+    predict_classes_distributed(model_factory, work, scheduler=settings.scheduler, out=labels,
+                                device=settings.device or "cpu",
                                 flips=settings.flips, **_sliding_options(card, settings.batch_size))  # fmt: skip
     for start in range(0, hw, ZARR_CHUNK):
         stop = min(hw, start + ZARR_CHUNK)
@@ -721,7 +723,8 @@ def predict(
             raise UserError(f"image not found: {image}")
         if folder.exists() and not overwrite:
             raise UserError(f"{folder} already exists (use --overwrite to replace it)")
-    dev = _device(settings.device)
+    # On a cluster the device names the workers' device; the client holds the model on the CPU.
+    dev = _device(settings.device) if settings.scheduler is None else torch.device("cpu")
     with tempfile.TemporaryDirectory(prefix="mineralseg-predict-") as scratch:
         model, card = _load_model(checkpoint, settings.engine, dev, Path(scratch), trust=trust_checkpoint)
         factory = None
@@ -733,7 +736,7 @@ def predict(
             elif settings.engine == "onnxruntime":  # the file _load_model exported
                 factory = checkpoint_factory(Path(scratch) / "model.onnx", engine="onnxruntime")
             else:
-                factory = checkpoint_factory(checkpoint, device=str(dev))
+                factory = checkpoint_factory(checkpoint, device=settings.device or "cpu")
         results = []
         for image, folder in zip(images, folders):
             results.append(predict_image(model, card, image, folder, settings, overwrite=overwrite,

@@ -87,7 +87,9 @@ def test_folder_shortcut_prepare_train_evaluate(tmp_path, capsys):
     assert manifest["schema"]["names"] == ["class0", "class1"]  # nothing invented
     assert manifest["split"]["by"] == "groups" and manifest["tile_size"] == TILE
     tiles = manifest["tiles"]
-    assert len(tiles) == GRID * GRID and {t["split"] for t in tiles} == {"train", "val", "test"}
+    # every tile is kept, or left out by the guard band beside a test tile (and listed)
+    assert len(tiles) + len(manifest["split"]["guard_dropped"]) == GRID * GRID
+    assert {t["split"] for t in tiles} == {"train", "val", "test"}
     assert all(t["ignored"] == 0 and sum(t["class_counts"]) == TILE * TILE for t in tiles)
     run_cfg = tmp_path / "train.yaml"
     cfg = tiny_train_config(ds, tmp_path / "runs", **{"trainer.max_epochs": 1, "trainer.max_steps": 3})

@@ -689,7 +689,7 @@ def prepare(
     names = schema.level_names(level)
     notes: list[str] = []
     split_of, group_tiles = _group_splits(cfg, notes) if cfg.split_by == "groups" else ({}, None)
-    samples = [s for s in cfg.samples if split_of.get(s.name, "") is not None]
+    samples = list(cfg.samples)  # every pair is read and checked, also those the guard band leaves out
     levels = _dataset_levels(cfg, samples) if cfg.normalise.scope == "dataset" else None
     records: list[dict[str, Any]] = []
     tiles_by_sample: dict[str, list[dict]] = {}
@@ -718,6 +718,10 @@ def prepare(
             for name, tiles_of in tiles_by_sample.items():
                 for t in tiles_of:
                     t["split"] = split_of[name]
+                    if t["split"] is None:
+                        for key in ("image", "mask"):
+                            (root / t[key]).unlink(missing_ok=True)
+                tiles_of[:] = [t for t in tiles_of if t["split"] is not None]
         else:
             guarded = _assign_splits(cfg, tiles_by_sample, notes, root)
         for msg in notes:

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 from scipy import ndimage
 
-from mineralseg.classes import guess_mask_coding, inline_schema, load_schema
+from mineralseg.classes import guess_mask_coding, inline_schema
 from mineralseg.cli import main
 from mineralseg.errors import ConfigError, DataError
 from mineralseg.prep.outline import border_share, labels_have_mount, section_mask

@@ -412,7 +412,7 @@ def repair_mosaic(
             if other.error < best.error:
                 best = other
     gy, gx, dy, dx, repaired, n_filled, llr = best.gy, best.gx, best.dy, best.dx, best.repaired, best.filled, best.llr
-    lost, left, error = best.lost, best.left, best.error
+    lost, left = best.lost, best.left
     residual = left / max(before, 1)
     continuity = _seam_continuity(repaired, gy, gx, pattern.junk_ids)
     scores.update(continuity)

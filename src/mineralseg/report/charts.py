@@ -97,7 +97,7 @@ def mineralogy_bar_chart(
         pos = at + (s - (n_series - 1) / 2) * width
         style = dict(color=colors, edgecolor="0.25", linewidth=0.6, hatch=_SERIES_HATCHES[s % len(_SERIES_HATCHES)])
         heights = np.nan_to_num(values[s], nan=0.0)
-        bars = ax.barh(pos, heights, width * 0.92, **style) if across else ax.bar(pos, heights, width * 0.92, **style)
+        ax.barh(pos, heights, width * 0.92, **style) if across else ax.bar(pos, heights, width * 0.92, **style)
         for p, v in zip(pos, values[s]):
             if np.isfinite(v):
                 ax.annotate(f"{v:.1f}", (v, p) if across else (p, v), xytext=(2, 0) if across else (0, 2),

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -599,3 +600,19 @@ def tile_context(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {"miou": round(float(metrics["miou"]), 4),
             "iou": {k: None if v is None else round(float(v), 4) for k, v in metrics["iou"].items()}}  # fmt: skip
+
+
+def finish(merged: list[dict[str, Any]] | None, written: tuple[Any, Any] | None, failed: list[str],
+           extra: Sequence[str] = ()) -> int:
+    """Print the merged results table, ``extra`` lines and the files written, then the
+    methods that failed; the script's exit code (1 when a method failed)."""
+    if merged:
+        print()
+        print(text_table(merged, class_names_of(merged)))
+        for line in extra:
+            print(line)
+        print(f"\nwrote {written[0]} and {written[1]}")
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)} (see the tracebacks above)", file=sys.stderr)
+        return 1
+    return 0

@@ -313,14 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['method']}: mean IoU {row['miou']}  (val {row.get('val_miou')}), "
               f"trained in {row['train_seconds']:.0f} s; IoU {row['iou']}", flush=True)  # fmt: skip
         json_path, md_path, merged = write_report(args.results, [row])  # appended, never replaced
-    if rows:
-        print()
-        print(common.text_table(merged, common.class_names_of(merged)))
-        print(f"\nwrote {json_path} and {md_path}")
-    if failed:
-        print(f"\nFAILED: {', '.join(failed)} (see the tracebacks above)", file=sys.stderr)
-        return 1
-    return 0
+    return common.finish(merged if rows else None, (json_path, md_path) if rows else None, failed)
 
 
 if __name__ == "__main__":

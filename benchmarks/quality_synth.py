@@ -356,16 +356,10 @@ def main(argv: list[str] | None = None) -> int:
               f"label mean IoU {row['miou']} (sd {row.get('miou_sd')}), albite IoU {row['albite_iou']} "
               f"(val mean IoU {row.get('val_miou')}), trained in {row['train_seconds']:.0f} s", flush=True)  # fmt: skip
         json_path, md_path, merged = write_report(args.results, [row], gen)  # appended, never replaced
-    if rows:
-        print()
-        print(common.text_table(merged, common.class_names_of(merged)))
-        for r in merged:
-            print(f"albite IoU, {r['method']}: {r.get('albite_iou')}")
-        print(f"\nwrote {json_path} and {md_path}")
-    if failed:
-        print(f"\nFAILED: {', '.join(failed)} (see the tracebacks above)", file=sys.stderr)
-        return 1
-    return 0
+    if not rows:
+        return common.finish(None, None, failed)
+    return common.finish(merged, (json_path, md_path), failed,
+                         [f"albite IoU, {r['method']}: {r.get('albite_iou')}" for r in merged])
 
 
 if __name__ == "__main__":

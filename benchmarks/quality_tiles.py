@@ -303,16 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for row in rows[-1:]:
             print(f"{row['method']}: mean IoU {row['miou']} (val {row.get('val_miou')}); IoU {row['iou']}", flush=True)
+    merged = written = None
     if rows:
         json_path, md_path, merged = common.write_results(args.results, "quality_tiles", rows, title=TITLE,
                                                           intro=intro(args, summary), notes=notes)  # fmt: skip
-        print()
-        print(common.text_table(merged, common.class_names_of(merged)))
-        print(f"\nwrote {json_path} and {md_path}")
-    if failed:
-        print(f"\nFAILED: {', '.join(failed)} (see the tracebacks above)", file=sys.stderr)
-        return 1
-    return 0
+        written = (json_path, md_path)
+    return common.finish(merged, written, failed)
 
 
 if __name__ == "__main__":

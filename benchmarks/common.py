@@ -395,6 +395,8 @@ def seeds_note(row: dict[str, Any]) -> str | None:
     """Each seed's test and validation mean IoU of a seeded row, for the notes."""
     if not row.get("seeds"):
         return None
+    if not isinstance(row["seeds"][0], dict):  # rows written before the protocol kept the seeds only
+        return f"{row['method']}: mean of seeds {', '.join(str(s) for s in row['seeds'])}."
     each = ", ".join(f"seed {s['seed']}: {_fmt(s['miou'])} (val {_fmt(s['val_miou'])}, {s.get('steps')} steps, "
                      f"{_fmt_seconds(s.get('train_seconds'))})" for s in row["seeds"])  # fmt: skip
     return f"{row['method']} per seed (test mean IoU): {each}."
@@ -616,3 +618,13 @@ def finish(merged: list[dict[str, Any]] | None, written: tuple[Any, Any] | None,
         print(f"\nFAILED: {', '.join(failed)} (see the tracebacks above)", file=sys.stderr)
         return 1
     return 0
+
+
+def random_forest(args: argparse.Namespace, *, sigma_max: float = 16) -> tuple[Any, dict[str, Any]]:
+    """The quality benchmarks' pixel random forest (ilastik-style multiscale features,
+    stratified pixel sampling) from the shared options, and its parameters for the row."""
+    from mineralseg.evaluate.baselines import RandomForestPixelClassifier
+
+    params = {"sigma_min": 1, "sigma_max": sigma_max, "n_estimators": args.rf_trees, "sampling": "stratified",
+              "max_samples_per_class": args.rf_samples, "n_jobs": args.threads, "seed": args.seed}  # fmt: skip
+    return RandomForestPixelClassifier(**params), params

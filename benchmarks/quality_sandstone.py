@@ -162,7 +162,7 @@ def prepare_dataset(config: Path, out: Path, *, overwrite: bool) -> Path:
 # --------------------------------------------------------------------------- methods
 def run_baseline(method: str, args, data, split: dict[str, list[str]], windows, schema, level: str) -> dict:
     """Fit a baseline on the training slices; score validation, then test, on the tiles."""
-    from mineralseg.evaluate.baselines import MultiOtsuClassifier, RandomForestPixelClassifier
+    from mineralseg.evaluate.baselines import MultiOtsuClassifier
     from mineralseg.io import write_png
 
     names = schema.level_names(level)
@@ -171,12 +171,7 @@ def run_baseline(method: str, args, data, split: dict[str, list[str]], windows, 
         params = {"n_classes": len(names), "thresholds": "per slice",
                   "mapping": "majority label on the training slices"}  # fmt: skip
     else:
-        clf = RandomForestPixelClassifier(
-            sigma_min=1, sigma_max=16, n_estimators=args.rf_trees, max_samples_per_class=args.rf_samples,
-            sampling="stratified", seed=args.seed, n_jobs=args.threads,
-        )
-        params = {"sigma_min": 1, "sigma_max": 16, "n_estimators": args.rf_trees, "sampling": "stratified",
-                  "max_samples_per_class": args.rf_samples, "n_jobs": args.threads, "seed": args.seed}  # fmt: skip
+        clf, params = common.random_forest(args)
     train = split["train"]
     with common.Stopwatch() as fit_time:
         if method == "rf":

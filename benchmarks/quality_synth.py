@@ -181,7 +181,7 @@ def rescore_extra(run: Path, work: Path | None = None, *, flips: bool) -> dict[s
 
 # --------------------------------------------------------------------------- methods
 def run_baseline(method: str, args, manifest, gen: dict[str, Any]) -> dict:
-    from mineralseg.evaluate.baselines import MultiOtsuClassifier, RandomForestPixelClassifier
+    from mineralseg.evaluate.baselines import MultiOtsuClassifier
 
     names = manifest.class_names
     if method == "otsu":
@@ -189,13 +189,7 @@ def run_baseline(method: str, args, manifest, gen: dict[str, Any]) -> dict:
         params = {"n_classes": len(names), "thresholds": "pooled training tiles",
                   "mapping": "majority label on the training tiles"}  # fmt: skip
     else:
-        clf = RandomForestPixelClassifier(
-            sigma_min=1, sigma_max=args.rf_sigma_max, n_estimators=args.rf_trees,
-            max_samples_per_class=args.rf_samples, sampling="stratified", seed=args.seed, n_jobs=args.threads,
-        )
-        params = {"sigma_min": 1, "sigma_max": args.rf_sigma_max, "n_estimators": args.rf_trees,
-                  "sampling": "stratified", "max_samples_per_class": args.rf_samples, "n_jobs": args.threads,
-                  "seed": args.seed}  # fmt: skip
+        clf, params = common.random_forest(args, sigma_max=args.rf_sigma_max)
     images, masks = read_split(manifest, "train")
     with common.Stopwatch() as fit_time:
         clf.fit(images, masks, ignore_index=manifest.ignore_index)

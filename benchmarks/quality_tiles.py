@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import traceback
@@ -137,7 +136,7 @@ def load_split(dataset: Path) -> dict[str, tuple[list[np.ndarray], list[np.ndarr
 
 # --------------------------------------------------------------------------- methods
 def run_baseline(method: str, args, data) -> dict[str, Any]:
-    from mineralseg.evaluate.baselines import MultiOtsuClassifier, RandomForestPixelClassifier
+    from mineralseg.evaluate.baselines import MultiOtsuClassifier
 
     names = list(CLASSES)
     if method == "otsu":
@@ -156,12 +155,7 @@ def run_baseline(method: str, args, data) -> dict[str, Any]:
                   "thresholds": "shared (training tiles)" if best[1] else "per tile",
                   "mapping": "majority label on the training tiles; thresholds chosen on validation"}  # fmt: skip
     else:
-        clf = RandomForestPixelClassifier(
-            sigma_min=1, sigma_max=16, n_estimators=args.rf_trees, max_samples_per_class=args.rf_samples,
-            sampling="stratified", seed=args.seed, n_jobs=args.threads,
-        )
-        params = {"sigma_min": 1, "sigma_max": 16, "n_estimators": args.rf_trees, "sampling": "stratified",
-                  "max_samples_per_class": args.rf_samples, "n_jobs": args.threads, "seed": args.seed}  # fmt: skip
+        clf, params = common.random_forest(args)
     images, masks = data["train"]
     with common.Stopwatch() as fit_time:
         clf.fit(images, masks)
@@ -179,30 +173,18 @@ def run_baseline(method: str, args, data) -> dict[str, Any]:
 
 
 def run_unet(args, dataset: Path, seed: int) -> dict[str, Any]:
-    res = common.train_and_evaluate_cnn(
+    """One seed of the U-Net (:func:`common.train_and_evaluate_cnn`), scored tile by tile."""
+    return common.train_and_evaluate_cnn(
         "unet-resnet18", dataset, args.out, minutes=args.minutes, seed=seed, overrides=args.set,
         num_workers=args.num_workers, batch_size=args.batch_size, max_steps=args.steps,
         name=f"unet-resnet18-seed{seed}", context="tile",
     )
-    row = common.result_row(
-        f"unet-resnet18 (seed {seed})", DATASET, res["test"], train_seconds=res["train_seconds"], weights="none",
-        split="test tiles of the group split", val_miou=_round(res["val"]["miou"]), params=res["params"],
-        run=common.repo_relative(res["run"]), context="tile",
-    )
-    return row
 
 
-def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean of the per-seed U-Net rows (IoU per class, mean IoU), with their spread."""
-    names = list(rows[0]["iou"])
-    iou = {c: _round(statistics.mean(r["iou"][c] for r in rows if r["iou"][c] is not None)) for c in names}
-    mious = [r["miou"] for r in rows]
-    out = {k: v for k, v in rows[0].items() if k not in ("iou", "miou", "run", "params", "val_miou")}
-    out.update(method="unet-resnet18 (mean over seeds)", seeds=[(r.get("params") or {}).get("seed") for r in rows], iou=iou, miou=_round(statistics.mean(mious)),
-               miou_sd=_round(statistics.stdev(mious)) if len(rows) > 1 else None,
-               train_seconds=round(statistics.mean(r["train_seconds"] for r in rows), 1),
-               val_miou=_round(statistics.mean(r["val_miou"] for r in rows)))  # fmt: skip
-    return out
+def unet_row(args, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The protocol's seeded row (mean, sd and each seed) of the U-Net runs so far."""
+    return common.seed_row("unet-resnet18", DATASET, runs, weights="none", split="test tiles of the group split",
+                           context="tile", steps=args.steps, params=runs[0]["params"])  # fmt: skip
 
 
 def _round(v: float | None) -> float | None:
@@ -246,10 +228,8 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = common.benchmark_parser(
         __doc__.split("\n\n")[0], METHODS, stem="quality_tiles", minutes=12.0,
-        out=common.WORK / "tiles", input_size=None, rf_samples=RF_SAMPLES_PER_CLASS,
+        out=common.WORK / "tiles", input_size=None, rf_samples=RF_SAMPLES_PER_CLASS, steps=DEFAULT_STEPS,
     )
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimiser steps per U-Net seed (default {DEFAULT_STEPS})")
-    parser.add_argument("--seeds", default="0,1,2", help="U-Net seeds, comma-separated (default 0,1,2)")
     parser.add_argument("--group-tiles", type=int, default=2, help="split group side in tiles (default 2)")
     parser.add_argument("--tiles", type=Path, default=None, help="write the tile folders here (default: a temporary folder)")
     parser.add_argument("--config", type=Path, default=CONFIG, help="prepare config naming the slices")
@@ -258,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                         "results go to a temporary folder, not benchmarks/results")  # fmt: skip
     args = parser.parse_args(argv)
     methods = common.parse_methods(args.methods, METHODS)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = common.check_seeds(args.seeds, smoke=args.smoke or args.tiny)
     if args.tiny:
         args.steps, seeds, args.rf_samples, args.rf_trees, args.minutes = 5, seeds[:1], 2000, 20, 2.0
         args.results = Path(tempfile.mkdtemp(prefix="quality_tiles-results-"))
@@ -287,14 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {method}", flush=True)
         try:
             if method == "unet-resnet18":
-                seed_rows: list[dict[str, Any]] = []
+                runs: list[dict[str, Any]] = []
                 for s in seeds:  # results written after every seed: a long run keeps what it finished
-                    seed_rows.append(run_unet(args, dataset, s))
-                    print(f"{seed_rows[-1]['method']}: mean IoU {seed_rows[-1]['miou']} "
-                          f"(val {seed_rows[-1]['val_miou']})", flush=True)  # fmt: skip
-                    common.write_results(args.results, "quality_tiles", rows + seed_rows + [mean_row(seed_rows)],
+                    runs.append(run_unet(args, dataset, s))
+                    print(f"unet-resnet18 (seed {s}): mean IoU {runs[-1]['test']['miou']:.4f} "
+                          f"(val {runs[-1]['val']['miou']:.4f})", flush=True)  # fmt: skip
+                    common.write_results(args.results, "quality_tiles", rows + [unet_row(args, runs)],
                                          title=TITLE, intro=intro(args, summary), notes=notes)  # fmt: skip
-                rows += seed_rows + [mean_row(seed_rows)]
+                rows.append(unet_row(args, runs))
             else:
                 rows.append(run_baseline(method, args, data))
         except Exception:  # noqa: BLE001 - report, keep the other methods' rows

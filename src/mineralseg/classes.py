@@ -68,6 +68,10 @@ Coding = Literal["color", "grey", "index"]
 # Ids are stored as uint8; one value is kept free as the internal "unknown colour"
 # marker of the look-up tables and one for ignore_index, hence at most 254 classes.
 MAX_CLASSES = 254
+#: Label value of pixels that carry no truth (outside the sample, unknown colour, seam
+#: fill): skipped by the losses, the metrics and the figures. A schema's ``ignore_index``
+#: defaults to it; this is the one definition in the package.
+IGNORE_INDEX = 255
 # Unknown colours listed in an error message (the most frequent first); more would
 # drown the message.
 MAX_REPORTED_UNKNOWN = 10
@@ -152,7 +156,7 @@ class SchemaSpec(StrictModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    ignore_index: int = Field(default=255, ge=0, le=255)
+    ignore_index: int = Field(default=IGNORE_INDEX, ge=0, le=255)
     minerals: list[MineralSpec] = Field(min_length=1, max_length=MAX_CLASSES)
     groups: list[GroupSpec] = Field(min_length=1, max_length=MAX_CLASSES)
 

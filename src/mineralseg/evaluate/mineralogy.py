@@ -28,7 +28,7 @@ import numpy as np
 from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.metrics import check_class_range
 from mineralseg.io.atomic import atomic_path, write_json
-from mineralseg.models._lookup import unknown_name_error
+from mineralseg.lookup import unknown_name_error
 
 __all__ = [
     "EXCLUDED_NAMES",

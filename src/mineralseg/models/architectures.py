@@ -16,7 +16,7 @@ import segmentation_models_pytorch as smp
 from torch import nn
 
 from mineralseg.errors import ConfigError
-from mineralseg.models._lookup import closest, resolve
+from mineralseg.lookup import closest, resolve
 from mineralseg.models.plain_unet import PlainUNet
 from mineralseg.models.resunet import ResUNet
 

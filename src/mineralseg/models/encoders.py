@@ -25,7 +25,7 @@ import segmentation_models_pytorch as smp
 import timm
 
 from mineralseg.errors import ConfigError
-from mineralseg.models._lookup import closest, resolve
+from mineralseg.lookup import closest, resolve
 from mineralseg.models.inception_v3 import INCEPTION_V3_OUT_CHANNELS, InceptionV3Encoder
 
 #: The backbones compared by the original study, in its order.

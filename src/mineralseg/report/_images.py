@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mineralseg.errors import DataError
+from mineralseg.lookup import unknown_name_error
 from mineralseg.io.downscale import STRIP_WORK_BYTES, downscale_area
 
 #: How a too-large image is reduced: "area" averages (photographs, SEM images),
@@ -74,8 +75,6 @@ def check_resample(name: object) -> str:
     """
     if isinstance(name, str) and name.lower() in RESAMPLING:
         return name.lower()
-    from mineralseg.models._lookup import unknown_name_error  # imports torch: only on error
-
     raise unknown_name_error("resampling", name, RESAMPLING)
 
 

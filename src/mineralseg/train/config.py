@@ -32,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 from mineralseg.config import StrictModel, load_yaml, parse_config
 from mineralseg.data.augment import AugmentConfig
 from mineralseg.errors import ConfigError
+from mineralseg.train.losses import resolve_loss as _resolve_loss
 
 __all__ = [
     "APPROACHES",
@@ -78,13 +79,21 @@ class ModelConfig(StrictModel):
 class LossConfig(StrictModel):
     """Loss (see :func:`mineralseg.train.losses.build_loss`)."""
 
-    name: Literal["dice_focal", "ce", "lovasz", "dice", "focal"] = "dice_focal"
+    name: str = Field("dice_focal", description="a loss of mineralseg.train.losses.LOSSES")
     focal_weight: float = Field(1.0, ge=0, description="c in Dice + c * Focal")
     gamma: float = Field(2.0, ge=0, description="focal exponent")
     class_weights: Literal["auto", "none"] | list[float] = Field(
         "auto", description="auto: from the train split's class frequencies; none; or one weight per class"
     )
     weight_method: Literal["inverse", "inverse_sqrt", "median"] = "inverse"
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        try:
+            return _resolve_loss(value).name
+        except ConfigError as exc:  # pydantic reports ValueErrors with the key's location
+            raise ValueError(str(exc)) from None
 
 
 class ImbalanceConfig(StrictModel):

@@ -22,8 +22,8 @@ Examples
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mineralseg.classes import IGNORE_INDEX
 from mineralseg.errors import ConfigError, DataError
-
-IGNORE_INDEX = 255  # label value of pixels without truth (see mineralseg.classes)
+from mineralseg.lookup import resolve
 
 # Guards 0/0 only: a class enters the Dice mean only if it is in the target
 # (denominator >= 1) or has the highest probability at some pixel (denominator >= 1/C), so a
@@ -358,7 +358,75 @@ class DiceFocalLoss(_SegLoss):
         return self.terms(logits, target)["loss"]
 
 
-LOSS_NAMES = ("dice_focal", "ce", "lovasz", "dice", "focal")
+@dataclass(frozen=True)
+class Loss:
+    """One buildable loss.
+
+    Attributes
+    ----------
+    name : str
+        Canonical (lower-case) name, as written in a training config.
+    build : callable
+        ``build(class_weights, focal_weight, gamma, ignore_index) -> nn.Module``; a loss
+        ignores the settings it does not use.
+    summary : str
+        One line for listings and docs.
+    """
+
+    name: str
+    build: Callable[[WeightsLike, float, float, int | None], nn.Module]
+    summary: str
+
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in (
+        Loss(
+            "dice_focal",
+            lambda w, c, gamma, ignore: DiceFocalLoss(
+                class_weights=w, focal_weight=c, gamma=gamma, ignore_index=ignore
+            ),
+            "Dice + focal_weight * Focal, class weights in the Dice term (the study's)",
+        ),
+        Loss(
+            "ce",
+            lambda w, c, gamma, ignore: CrossEntropyLoss(class_weights=w, ignore_index=ignore),
+            "weighted cross-entropy",
+        ),
+        Loss(
+            "lovasz",
+            lambda w, c, gamma, ignore: LovaszSoftmaxLoss(ignore_index=ignore),
+            "Lovasz-softmax, a convex surrogate of 1 - IoU (no class weights)",
+        ),
+        Loss(
+            "dice",
+            lambda w, c, gamma, ignore: DiceLoss(class_weights=w, ignore_index=ignore),
+            "soft Dice over the batch, weighted mean over classes",
+        ),
+        Loss(
+            "focal",
+            lambda w, c, gamma, ignore: FocalLoss(class_weights=w, gamma=gamma, ignore_index=ignore),
+            "focal loss, class weights per pixel's true class",
+        ),
+    )
+}
+
+#: Canonical loss names, in the order of :data:`LOSSES`.
+LOSS_NAMES = tuple(LOSSES)
+
+# Accepted other spellings: "-" and "_" are the same in a loss name.
+_ALIASES = {name.replace("_", "-"): name for name in LOSSES if "_" in name}
+
+
+def resolve_loss(name: object) -> Loss:
+    """Look up a loss by name (case-insensitive; ``-`` and ``_`` are the same).
+
+    Raises
+    ------
+    ConfigError
+        Unknown name; the message lists the valid names and the closest match.
+    """
+    return LOSSES[resolve(name, LOSSES, _ALIASES, kind="loss")]
 
 
 def build_loss(
@@ -373,11 +441,12 @@ def build_loss(
 
     Parameters
     ----------
-    name : {"dice_focal", "ce", "lovasz", "dice", "focal"}
-        ``dice_focal``: Dice + focal_weight * Focal (the study's; weights in Dice);
-        ``ce``: weighted cross-entropy; ``lovasz``: Lovasz-softmax (ignores
-        ``class_weights``); ``dice``: soft Dice; ``focal``: focal loss (weights
-        per pixel's true class). Case-insensitive; ``-`` and ``_`` are the same.
+    name : str
+        A key of :data:`LOSSES`: ``dice_focal``: Dice + focal_weight * Focal (the
+        study's; weights in Dice); ``ce``: weighted cross-entropy; ``lovasz``:
+        Lovasz-softmax (ignores ``class_weights``); ``dice``: soft Dice; ``focal``: focal
+        loss (weights per pixel's true class). Case-insensitive; ``-`` and ``_`` are the
+        same.
     class_weights : sequence of C floats, optional
         Non-negative; see :func:`class_weights_from_frequencies` for ``auto``.
     focal_weight : float
@@ -390,23 +459,10 @@ def build_loss(
     Raises
     ------
     ConfigError
-        Unknown name (the message lists valid names), or invalid weights.
+        Unknown name (the message lists valid names and the closest one), or invalid
+        weights.
     """
-    key = name.lower().replace("-", "_")
-    if key == "dice_focal":
-        return DiceFocalLoss(class_weights=class_weights, focal_weight=focal_weight,
-                             gamma=gamma, ignore_index=ignore_index)
-    if key == "dice":
-        return DiceLoss(class_weights=class_weights, ignore_index=ignore_index)
-    if key == "focal":
-        return FocalLoss(class_weights=class_weights, gamma=gamma, ignore_index=ignore_index)
-    if key == "ce":
-        return CrossEntropyLoss(class_weights=class_weights, ignore_index=ignore_index)
-    if key == "lovasz":
-        return LovaszSoftmaxLoss(ignore_index=ignore_index)
-    close = difflib.get_close_matches(key, LOSS_NAMES, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError(f"unknown loss '{name}'{hint}; valid losses: {', '.join(LOSS_NAMES)}")
+    return resolve_loss(name).build(class_weights, focal_weight, gamma, ignore_index)
 
 
 WEIGHT_METHODS = ("inverse", "inverse_sqrt", "median")

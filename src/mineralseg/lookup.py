@@ -1,4 +1,9 @@
-"""Case-insensitive name look-up that suggests the closest valid name."""
+"""Case-insensitive name look-up that suggests the closest valid name.
+
+The one implementation behind every name registry of the package (architectures,
+encoders, losses, resampling filters, minerals): unknown names are answered with the
+valid list and the closest match, as a :class:`~mineralseg.errors.ConfigError`.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +43,12 @@ def unknown_name_error(
     listed = ", ".join(valid[:_MAX_LISTED])
     if len(valid) > _MAX_LISTED:
         listed += f", ... and {len(valid) - _MAX_LISTED} more"
-    return ConfigError(f"unknown {kind} {name!r}{did_you_mean}; valid {kind}s: {listed}{hint}")
+    return ConfigError(f"unknown {kind} {name!r}{did_you_mean}; valid {_plural(kind)}: {listed}{hint}")
+
+
+def _plural(kind: str) -> str:
+    """English plural of a one-word ``kind`` ("loss" -> "losses", "encoder" -> "encoders")."""
+    return kind + ("es" if kind.endswith(("s", "x", "sh", "ch")) else "s")
 
 
 def resolve(name: object, valid: Iterable[str], aliases: Mapping[str, str], *, kind: str, hint: str = "") -> str:

@@ -13,6 +13,7 @@ from scipy.spatial import cKDTree
 from mineralseg.errors import DataError
 from mineralseg.prep.outline import label_sample_mask, outline_shape, sem_sample_mask
 from mineralseg.prep.registration import (
+    RegistrationOptions,
     affine_decomposition,
     coarse_similarity,
     corner_error,
@@ -258,7 +259,9 @@ def test_registration_of_lazy_prescaled_sem_with_unknown_pixels():
     damaged[100:103, :] = 255
     half = cv2.resize(sem, (sem.shape[1] // 2, sem.shape[0] // 2), interpolation=cv2.INTER_AREA)  # exact 2x area mean
     reader = StripReader(half)
-    result = register_labels_to_sem(reader, damaged, background_ids=[BACKGROUND], sem_prescale=2.0)
+    result = register_labels_to_sem(
+        reader, damaged, background_ids=[BACKGROUND], options=RegistrationOptions(sem_prescale=2.0)
+    )
     assert reader.reads > 0
     assert corner_error(result.matrix, m_true, ids.shape) < 0.5
     assert result.sem_factor == pytest.approx(16.0, rel=0.03)

@@ -43,9 +43,9 @@ import numpy as np
 from tqdm import tqdm
 
 import mineralseg.io as mio
-from mineralseg.classes import ClassSchema, load_schema, read_label_map
+from mineralseg.classes import IGNORE_INDEX, ClassSchema, load_schema, read_label_map
 from mineralseg.errors import DataError, UserError
-from mineralseg.evaluate.metrics import IGNORE_INDEX, ConfusionMatrix, metrics_from_confusion
+from mineralseg.evaluate.metrics import ConfusionMatrix, metrics_from_confusion
 from mineralseg.evaluate.mineralogy import (
     ModalMineralogy,
     check_class_names,
@@ -57,7 +57,7 @@ from mineralseg.evaluate.mineralogy import (
 from mineralseg.prep.mosaic import repair_mosaic
 from mineralseg.prep.outline import label_sample_mask
 from mineralseg.prep.qa import plot_label_edges
-from mineralseg.prep.registration import _stretch_matrix  # the naive placement, "same field"
+from mineralseg.prep.registration import stretch_matrix  # the naive placement, "same field"
 from mineralseg.prep.registration_labels import (
     SectionMask,
     class_levels,
@@ -533,7 +533,7 @@ def _place(
         matrix, record = reg.matrix, reg.to_dict()
         record["score"] = "normalised mutual information of QEMSCAN ids and the rendered prediction (0..1)"
     else:
-        matrix = _stretch_matrix(pred_map.shape, qem.shape)
+        matrix = stretch_matrix(pred_map.shape, qem.shape)
         record = {"method": "none: the QEMSCAN map stretched over the prediction (same field)"}
     record["label_to_prediction"] = np.asarray(matrix, dtype=float).tolist()
     record["convention"] = PLACEMENT_CONVENTION

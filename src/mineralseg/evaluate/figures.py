@@ -20,10 +20,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from mineralseg.classes import IGNORE_INDEX
 from mineralseg.errors import DataError, UserError
 from mineralseg.io.atomic import atomic_path
 
-IGNORE_INDEX = 255  # label value of pixels without truth
 DPI = 120  # sharp enough for a report page, small files
 PANEL_INCHES = 2.4  # side of one image panel; 4 panels fit a landscape page
 # Colours tried in turn for ignored pixels; the first one that no class uses is taken.

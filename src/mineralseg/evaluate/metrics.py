@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torchmetrics
 
+from mineralseg.classes import IGNORE_INDEX
 from mineralseg.errors import DataError, UserError
-
-IGNORE_INDEX = 255  # label value of pixels without truth (outside the sample, unknown colour)
+from mineralseg.io.atomic import json_ready
 
 # Pixels per chunk in ConfusionMatrix.update: bounds the int64 temporaries to
 # about 3 x 8 x 4M = 100 MB whatever the size of the map being scored.
@@ -228,10 +228,6 @@ def scores_from_confusion(matrix: np.ndarray) -> dict[str, np.ndarray | float]:
     return out
 
 
-def _json_float(x: float) -> float | None:
-    return None if math.isnan(x) else float(x)
-
-
 def metrics_from_confusion(
     cm: ConfusionMatrix | np.ndarray, class_names: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -275,11 +271,11 @@ def metrics_from_confusion(
         )
     result: dict[str, Any] = {"class_names": names}
     for key in ("iou", "f1", "precision", "recall"):
-        result[key] = {n: _json_float(v) for n, v in zip(names, s[key])}
+        result[key] = {n: json_ready(float(v)) for n, v in zip(names, s[key])}
     for key in ("support", "predicted"):
         result[key] = {n: int(v) for n, v in zip(names, s[key])}
     for key in ("miou", "mean_f1", "mean_precision", "mean_recall", "pixel_accuracy"):
-        result[key] = _json_float(s[key])
+        result[key] = json_ready(float(s[key]))
     result["classes_in_mean"] = [n for n, v in zip(names, s["iou"]) if not math.isnan(v)]
     result["num_pixels"] = int(matrix.sum())
     result["confusion_matrix"] = np.asarray(matrix, dtype=np.int64).tolist()

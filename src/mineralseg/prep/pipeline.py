@@ -53,11 +53,12 @@ from mineralseg.classes import (
     read_label_map,
 )
 from mineralseg.errors import DataError, UserError
-from mineralseg.io import atomic_dir, open_image, write_json, write_png, write_tiff
+from mineralseg.io import atomic_dir, json_ready, open_image, write_json, write_png, write_tiff
 from mineralseg.prep import qa
 from mineralseg.prep.config import PrepareConfig, SampleConfig, load_prepare_config
 from mineralseg.prep.intensity import apply_normalisation, normalise_sem, pooled_levels, scale_levels
 from mineralseg.prep.outline import label_sample_mask, labels_have_mount, section_mask
+from mineralseg.prep.registration import stretch_matrix
 from mineralseg.prep.resample import (
     labels_to_working_grid,
     sem_coverage,
@@ -245,12 +246,6 @@ def _labels_overview(ids: np.ndarray, f: float, shape: tuple[int, int]) -> np.nd
     return ids[np.ix_(rows, cols)]
 
 
-def _stretch_matrix(sem_shape: tuple[int, int], label_shape: tuple[int, int]) -> np.ndarray:
-    """The naive placement: the label map stretched over the whole SEM image."""
-    sx, sy = sem_shape[1] / label_shape[1], sem_shape[0] / label_shape[0]
-    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], dtype=np.float64)
-
-
 # --------------------------------------------------------------------------- one sample
 class _SampleRun:
     """Processes one sample and writes its files into the dataset folder."""
@@ -410,7 +405,7 @@ class _SampleRun:
         info = seam_figure_data(rep)
         fields = info.pop("fields", None)
         summary.update(info)
-        summary.update(field_size=_jsonable(rep.field_size), seam_width=_jsonable(rep.seam_width),
+        summary.update(field_size=json_ready(rep.field_size), seam_width=json_ready(rep.seam_width),
                        seam_fill_ids=[int(v) for v in rep.seam_fill_ids], applied=bool(rep.detected),
                        trusted=bool(rep.trusted), doubt=rep.doubt or None)
         if not rep.trusted:
@@ -498,7 +493,7 @@ class _SampleRun:
 
     def _qa_before(self, sem: Any, sem_shape: tuple[int, int], labels: np.ndarray, qa_dir: Path) -> None:
         """Label edges over the SEM for the naive (stretched) and the outline placements."""
-        placements = [("naive placement (labels stretched over the SEM)", _stretch_matrix(sem_shape, labels.shape))]
+        placements = [("naive placement (labels stretched over the SEM)", stretch_matrix(sem_shape, labels.shape))]
         coarse = getattr(self, "_coarse_matrix", None)
         if coarse is not None:
             placements.append(("outline (coarse) placement", coarse))
@@ -525,22 +520,6 @@ class _SampleRun:
         qa.plot_label_edges(image, classes_w, qa_dir / f"{self.sample.name}_registration_after.png",
                             title=f"{self.sample.name}: after registration, working grid{note}",
                             crop=crop)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
 
 
 # --------------------------------------------------------------------------- dataset

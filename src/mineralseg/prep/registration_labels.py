@@ -42,7 +42,7 @@ import numpy as np
 import mineralseg.io as mio
 from mineralseg.errors import DataError, UserError
 from mineralseg.prep.outline import label_sample_mask
-from mineralseg.prep.registration import RegistrationResult, register_labels_to_sem
+from mineralseg.prep.registration import RegistrationOptions, RegistrationResult, register_labels_to_sem
 
 __all__ = [
     "MASK_MAX_SIDE",
@@ -299,7 +299,8 @@ def register_label_maps(
     rendered = _RenderedClasses(target, class_levels(n), mount, section)
     try:
         result = register_labels_to_sem(
-            rendered, moving, background_ids=[mount_id], ignore_index=ignore_index, max_rotation_deg=max_rotation_deg
+            rendered, moving, background_ids=[mount_id], ignore_index=ignore_index,
+            options=RegistrationOptions(max_rotation_deg=max_rotation_deg),
         )
     except DataError as exc:  # its words are about an SEM: say which maps these were
         raise DataError(

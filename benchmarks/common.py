@@ -623,7 +623,7 @@ def finish(merged: list[dict[str, Any]] | None, written: tuple[Any, Any] | None,
 def random_forest(args: argparse.Namespace, *, sigma_max: float = 16) -> tuple[Any, dict[str, Any]]:
     """The quality benchmarks' pixel random forest (ilastik-style multiscale features,
     stratified pixel sampling) from the shared options, and its parameters for the row."""
-    from mineralseg.evaluate.baselines import RandomForestPixelClassifier
+    from mineralseg.models.classical import RandomForestPixelClassifier
 
     params = {"sigma_min": 1, "sigma_max": sigma_max, "n_estimators": args.rf_trees, "sampling": "stratified",
               "max_samples_per_class": args.rf_samples, "n_jobs": args.threads, "seed": args.seed}  # fmt: skip

@@ -13,11 +13,11 @@ Methods (all scored on the same pixels, one confusion matrix, no smoothing):
 ``otsu`` (row ``multi-otsu``)
     4-class multi-Otsu thresholds of each slice; each brightness class takes the label
     it overlaps most on the training slices
-    (:class:`mineralseg.evaluate.baselines.MultiOtsuClassifier`).
+    (:class:`mineralseg.models.classical.MultiOtsuClassifier`).
 ``rf`` (row ``random-forest``)
     Pixel random forest on multi-scale intensity / edge / texture features, sigma 1..16,
     100 trees, trained on a stratified random sample of the training pixels
-    (:class:`mineralseg.evaluate.baselines.RandomForestPixelClassifier`).
+    (:class:`mineralseg.models.classical.RandomForestPixelClassifier`).
 ``unet-resnet18``, ``linknet-resnet18``, ``resunet``
     CNNs trained with the project's API (``mineralseg.train.run.train``, best
     checkpoint by validation mean IoU, then ``mineralseg.evaluate.evaluate``) on the
@@ -162,7 +162,7 @@ def prepare_dataset(config: Path, out: Path, *, overwrite: bool) -> Path:
 # --------------------------------------------------------------------------- methods
 def run_baseline(method: str, args, data, split: dict[str, list[str]], windows, schema, level: str) -> dict:
     """Fit a baseline on the training slices; score validation, then test, on the tiles."""
-    from mineralseg.evaluate.baselines import MultiOtsuClassifier
+    from mineralseg.models.classical import MultiOtsuClassifier
     from mineralseg.io import write_png
 
     names = schema.level_names(level)

@@ -181,7 +181,7 @@ def rescore_extra(run: Path, work: Path | None = None, *, flips: bool) -> dict[s
 
 # --------------------------------------------------------------------------- methods
 def run_baseline(method: str, args, manifest, gen: dict[str, Any]) -> dict:
-    from mineralseg.evaluate.baselines import MultiOtsuClassifier
+    from mineralseg.models.classical import MultiOtsuClassifier
 
     names = manifest.class_names
     if method == "otsu":

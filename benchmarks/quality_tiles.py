@@ -136,7 +136,7 @@ def load_split(dataset: Path) -> dict[str, tuple[list[np.ndarray], list[np.ndarr
 
 # --------------------------------------------------------------------------- methods
 def run_baseline(method: str, args, data) -> dict[str, Any]:
-    from mineralseg.evaluate.baselines import MultiOtsuClassifier
+    from mineralseg.models.classical import MultiOtsuClassifier
 
     names = list(CLASSES)
     if method == "otsu":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mineralseg.errors import DataError, UserError
-from mineralseg.evaluate.baselines import (
+from mineralseg.models.classical import (
     MultiOtsuClassifier,
     RandomForestPixelClassifier,
     fit_otsu_mapping,
@@ -153,12 +153,12 @@ def test_random_forest_block_prediction_equals_whole_image():
 
 
 def test_random_forest_training_in_row_blocks_matches_one_block(monkeypatch):
-    from mineralseg.evaluate import baselines
+    from mineralseg.models.classical import random_forest
 
     img, lab = two_textures(16, size=72)
     kw = dict(sigma_max=2, n_estimators=6, max_samples_per_class=400, seed=4)
     one = RandomForestPixelClassifier(**kw).fit([img], [lab]).predict_proba(img)
-    monkeypatch.setattr(baselines, "RF_BLOCK_PIXELS", 72 * 25)  # 25 rows - 2 x 11 halo = blocks of 3 rows
+    monkeypatch.setattr(random_forest, "RF_BLOCK_PIXELS", 72 * 25)  # 25 rows - 2 x 11 halo = blocks of 3 rows
     blocks = RandomForestPixelClassifier(**kw).fit([img], [lab]).predict_proba(img)
     np.testing.assert_allclose(blocks, one, atol=1e-6)
 

@@ -22,7 +22,8 @@ from mineralseg.prep.resample import (
     working_to_label_matrix,
 )
 from mineralseg.prep.splits import split_blocks, split_samples
-from mineralseg.prep.tiling import cut_tiles, resize_tile, tile_positions
+from mineralseg.prep.tiling import cut_tiles, tile_positions
+from mineralseg.resize import resize_tile
 
 
 # --------------------------------------------------------------------------- config

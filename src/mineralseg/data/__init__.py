@@ -2,7 +2,7 @@
 
 from mineralseg.data.augment import AugmentConfig, build_augmentation
 from mineralseg.data.datamodule import SegmentationDataModule
-from mineralseg.data.dataset import TileDataset, intensity_stats, read_tile, resize_tile
+from mineralseg.data.dataset import TileDataset, intensity_stats, read_tile
 from mineralseg.data.manifest import DatasetManifest, Tile, load_manifest, manifest_sha256
 from mineralseg.data.sampler import rare_class_sampler, rare_class_weights
 
@@ -19,5 +19,4 @@ __all__ = [
     "rare_class_sampler",
     "rare_class_weights",
     "read_tile",
-    "resize_tile",
 ]

@@ -7,8 +7,9 @@ Each item is a dict::
      "index": int, position of the tile in the split}
 
 where ``S`` is ``input_size``: tiles (``out_size`` in the PNG files) are resized on the
-fly, the image by area averaging (shrinking) or bilinearly (enlarging), the mask by
-nearest neighbour. With ``resize_mask=False`` the mask keeps the tile's ``out_size``
+fly by :func:`mineralseg.resize.resize_tile`: the image by area averaging (shrinking) or
+bilinearly (enlarging), the mask by centre-aligned nearest neighbour. With
+``resize_mask=False`` the mask keeps the tile's ``out_size``
 (evaluation against the full-resolution labels).
 """
 
@@ -26,8 +27,9 @@ from torch.utils.data import Dataset
 
 from mineralseg.data.manifest import DatasetManifest, Tile
 from mineralseg.errors import DataError
+from mineralseg.resize import resize_image, resize_mask
 
-__all__ = ["TileDataset", "intensity_stats", "read_tile", "resize_tile"]
+__all__ = ["TileDataset", "intensity_stats", "read_tile"]
 
 # Tiles are cached in memory (uint8, after resizing) when the split needs less than
 # this: 512 MiB holds ~2,000 tiles of 512 x 512 (image + mask), the study's whole set
@@ -75,17 +77,6 @@ def read_tile(tile: Tile, *, size: int | None = None) -> tuple[np.ndarray, np.nd
         raise DataError(f"tile {tile.id!r}: image {tile.image} is {image.shape} but mask {tile.mask} is {mask.shape}")
     if size is not None and image.shape != (size, size):
         raise DataError(f"tile {tile.id!r}: {tile.image} is {image.shape}, the manifest says out_size {size}")
-    return image, mask
-
-
-def resize_tile(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resize an (H, W) uint8 image (area / bilinear) and its mask (nearest) to (size, size)."""
-    if image.shape == (size, size):
-        return image, mask
-    interp = cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_LINEAR
-    image = cv2.resize(image, (size, size), interpolation=interp)
-    if mask is not None:
-        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
     return image, mask
 
 
@@ -178,9 +169,9 @@ class TileDataset(Dataset):
         if index in self._cache:
             return self._cache[index]
         image, mask = read_tile(self.tiles[index], size=self.manifest.out_size)
-        image, _ = resize_tile(image, None, self.input_size)
+        image = resize_image(image, self.input_size)
         if self.resize_mask:
-            _, mask = resize_tile(np.zeros_like(mask), mask, self.input_size)
+            mask = resize_mask(mask, self.input_size)
         if self.cache_enabled:
             self._cache[index] = (image, mask)
         return image, mask

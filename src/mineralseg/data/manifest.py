@@ -32,7 +32,28 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile of the manifest (paths absolute)."""
+    """One tile of a prepared dataset, as recorded in its ``manifest.json`` (paths absolute).
+
+    The record training and evaluation read; the pixels stay in the PNG files. Not to be
+    confused with :class:`mineralseg.prep.tiling.CutTile`, the tile with its pixels that
+    ``prepare`` cuts before writing these files.
+
+    Attributes
+    ----------
+    id : str
+        Unique tile id (``<sample>_t<k>``).
+    sample : str
+        Sample the tile was cut from.
+    row, col : int
+        Top-left corner on the sample's working grid.
+    split : {"train", "val", "test"}
+    image, mask : Path
+        The uint8 PNG files (SEM grey levels; class ids or ``ignore_index``).
+    class_counts : tuple of int
+        Pixels of each class in the mask.
+    ignored : int
+        Pixels of the mask equal to ``ignore_index``.
+    """
 
     id: str
     sample: str

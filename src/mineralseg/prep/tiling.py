@@ -4,8 +4,8 @@ Tiles are ``tile_size x tile_size`` squares on the working grid, laid edge to ed
 (stride = tile_size, no overlap). The grid of whole tiles is centred on the image (the
 leftover margin is split between both sides), tiles with less than
 ``min_sample_fraction`` of their pixels inside the sample are skipped, and each kept
-tile is resized to ``out_size`` (SEM: area average when shrinking, bilinear when
-enlarging; mask: nearest neighbour).
+tile is resized to ``out_size`` by :func:`mineralseg.resize.resize_tile` (SEM: area average
+when shrinking, bilinear when enlarging; mask: centre-aligned nearest neighbour).
 """
 
 from __future__ import annotations
@@ -13,17 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-import cv2
 import numpy as np
 
 from mineralseg.errors import DataError
+from mineralseg.resize import resize_tile
 
-__all__ = ["Tile", "cut_tiles", "resize_tile", "tile_positions"]
+__all__ = ["CutTile", "cut_tiles", "tile_positions"]
 
 
 @dataclass
-class Tile:
-    """One training tile.
+class CutTile:
+    """One tile as cut from a sample, with its pixels, before it is written.
+
+    :func:`cut_tiles` yields these; the dataset folder's ``manifest.json`` then records
+    each written tile as a :class:`mineralseg.data.manifest.Tile` (paths, split, counts),
+    which is what training and evaluation read.
 
     Attributes
     ----------
@@ -113,30 +117,6 @@ def tile_positions(
     return keep
 
 
-def resize_tile(image: np.ndarray, mask: np.ndarray, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize a square SEM tile and its mask to ``out_size``.
-
-    Parameters
-    ----------
-    image : (T, T) uint8 ndarray
-    mask : (T, T) uint8 ndarray
-    out_size : int
-
-    Returns
-    -------
-    image, mask : (out_size, out_size) uint8 ndarrays
-        SEM with ``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when enlarging; mask
-        with centre-aligned nearest neighbour (no invented classes).
-    """
-    t = image.shape[0]
-    if t == out_size:
-        return image, mask
-    interp = cv2.INTER_AREA if out_size < t else cv2.INTER_LINEAR
-    img = cv2.resize(image, (out_size, out_size), interpolation=interp)
-    msk = cv2.resize(mask, (out_size, out_size), interpolation=cv2.INTER_NEAREST_EXACT)
-    return img, msk
-
-
 def cut_tiles(
     image: np.ndarray,
     classes: np.ndarray,
@@ -146,7 +126,7 @@ def cut_tiles(
     out_size: int,
     n_classes: int,
     ignore_index: int = 255,
-) -> Iterator[Tile]:
+) -> Iterator[CutTile]:
     """Cut, resize and count the tiles at ``positions``.
 
     Parameters
@@ -164,7 +144,7 @@ def cut_tiles(
 
     Yields
     ------
-    Tile
+    CutTile
 
     Raises
     ------
@@ -182,7 +162,7 @@ def cut_tiles(
         bad = bad[bad != ignore_index]
         if bad.size:
             raise ValueError(f"class ids {bad.tolist()} out of range 0..{n_classes - 1} (ignore {ignore_index})")
-        yield Tile(
+        yield CutTile(
             row=r,
             col=c,
             image=img,

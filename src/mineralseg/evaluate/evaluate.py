@@ -113,7 +113,7 @@ def _curve_columns(rows: list[dict[str, str]]) -> dict[str, list[Any]]:
 
 def _run_figures(run_dir: Path, out: Path) -> list[str]:
     from mineralseg.evaluate.figures import plot_lr_schedule, plot_training_curves
-    from mineralseg.train.run import read_run_metrics
+    from mineralseg.runs import read_run_metrics
 
     rows = read_run_metrics(run_dir)
     if not rows:

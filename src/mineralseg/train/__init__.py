@@ -13,7 +13,7 @@ from typing import Any
 
 _EXPORTS = {
     "train": "mineralseg.train.run",
-    "read_run_metrics": "mineralseg.train.run",
+    "read_run_metrics": "mineralseg.runs",
     "run_experiment": "mineralseg.train.experiment",
     "load_train_config": "mineralseg.train.config",
     "TrainConfig": "mineralseg.train.config",

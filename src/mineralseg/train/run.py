@@ -56,6 +56,7 @@ from mineralseg.train.callbacks import NaNGuard, NonFiniteLossError
 from mineralseg.train.config import TrainConfig, load_train_config
 from mineralseg.train.losses import class_weights_from_frequencies
 from mineralseg.model_card import ModelCard, training_grid
+from mineralseg.runs import METRICS_NAME, PARTS_DIR, metrics_parts, read_run_metrics
 from mineralseg.train.module import SegmentationModule
 from mineralseg.versions import package_versions
 
@@ -67,8 +68,6 @@ RUN_DIR_ENV = "MINERALSEG_RUN_DIR"  # shared with the processes a DDP launcher s
 CHECKPOINT_DIR = "checkpoints"
 BEST_NAME = "best"
 LAST_NAME = "last"
-METRICS_NAME = "metrics.csv"
-_PARTS_DIR = "logs"  # metrics.csv of interrupted sessions, merged at the end of a resume
 def _is_global_zero() -> bool:
     """True in the process that owns the run folder (before the Trainer exists)."""
     for key in ("RANK", "SLURM_PROCID"):
@@ -218,48 +217,8 @@ def _device_info(trainer: L.Trainer) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- metrics.csv
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _parts(run_dir: Path) -> list[tuple[Path, int]]:
-    """Earlier sessions' metrics files with the step their successor resumed from."""
-    out = []
-    for p in sorted((run_dir / _PARTS_DIR).glob("metrics-part*-until-step*.csv")):
-        try:
-            k = int(p.stem.split("-part")[1].split("-")[0])
-            step = int(p.stem.rsplit("until-step", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        out.append((k, p, step))
-    return [(p, step) for _, p, step in sorted(out)]
-
-
-def read_run_metrics(run_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a run's metrics, merged across resumed sessions.
-
-    Rows of an interrupted session logged at or after the step the next session
-    resumed from are dropped (that work was done again).
-    """
-    run_dir = Path(run_dir)
-    rows: list[dict[str, str]] = []
-    for path, resumed_at in _parts(run_dir):
-        for row in _read_csv(path):
-            try:
-                step = int(float(row.get("step") or ""))
-            except ValueError:  # a line cut short by the kill
-                continue
-            if step < resumed_at:
-                rows.append(row)
-    current = run_dir / METRICS_NAME
-    if current.is_file():
-        rows.extend(_read_csv(current))
-    return rows
-
-
 def _merge_metrics(run_dir: Path) -> None:
-    parts = _parts(run_dir)
+    parts = metrics_parts(run_dir)
     if not parts:
         return
     rows = read_run_metrics(run_dir)
@@ -276,8 +235,8 @@ def _set_aside_metrics(run_dir: Path, resumed_at: int) -> None:
     current = run_dir / METRICS_NAME
     if not current.is_file():
         return
-    k = len(_parts(run_dir))
-    dest = run_dir / _PARTS_DIR / f"metrics-part{k:03d}-until-step{resumed_at}.csv"
+    k = len(metrics_parts(run_dir))
+    dest = run_dir / PARTS_DIR / f"metrics-part{k:03d}-until-step{resumed_at}.csv"
     dest.parent.mkdir(exist_ok=True)
     os.replace(current, dest)
 

@@ -21,6 +21,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 from pydantic import Field  # noqa: E402
 
+from mineralseg.classes import IGNORE_INDEX
 from mineralseg.config import StrictModel  # noqa: E402
 
 __all__ = ["AugmentConfig", "build_augmentation"]
@@ -51,7 +52,7 @@ class AugmentConfig(StrictModel):
     )
 
 
-def build_augmentation(cfg: AugmentConfig, *, ignore_index: int = 255) -> A.Compose | None:
+def build_augmentation(cfg: AugmentConfig, *, ignore_index: int = IGNORE_INDEX) -> A.Compose | None:
     """The training augmentation pipeline, or None when everything is switched off.
 
     Parameters

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from mineralseg.classes import IGNORE_INDEX
 from mineralseg.errors import DataError, UserError
 from mineralseg.evaluate.metrics import check_class_range
 from mineralseg.io.atomic import atomic_path, write_json
@@ -64,7 +65,7 @@ def class_counts(
     num_classes: int,
     *,
     mask: np.ndarray | None = None,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
 ) -> np.ndarray:
     """Pixels of each class in a class map (inside ``mask``), ignoring ``ignore_index``.
 

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from mineralseg.classes import IGNORE_INDEX
 from mineralseg.errors import ConfigError, DataError
 
 __all__ = [
@@ -245,7 +246,7 @@ def label_sample_mask(
     ids: np.ndarray,
     background_ids: Iterable[int],
     *,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     min_fraction: float = MIN_SAMPLE_FRACTION,
 ) -> np.ndarray:
     """Where the section is in a label map: the largest non-background region, holes filled.

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 import mineralseg.io as mio
+from mineralseg.classes import IGNORE_INDEX
 from mineralseg.errors import DataError, UserError
 from mineralseg.prep.outline import label_sample_mask
 from mineralseg.prep.registration import RegistrationOptions, RegistrationResult, register_labels_to_sem
@@ -123,7 +124,7 @@ class SectionMask:
 
 
 def section_mask(
-    ids: Any, background_ids: Iterable[int], *, ignore_index: int | None = 255, what: str = "class map"
+    ids: Any, background_ids: Iterable[int], *, ignore_index: int | None = IGNORE_INDEX, what: str = "class map"
 ) -> SectionMask:
     """The section of a (big) class map: non-mount classes, largest region, holes filled.
 
@@ -198,7 +199,7 @@ def register_label_maps(
     *,
     num_classes: int,
     background_ids: Iterable[int],
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     max_rotation_deg: float = 3.0,
     target_name: str = "target class map",
     target_section: SectionMask | None = None,
@@ -316,7 +317,7 @@ def warp_labels(
     rows: tuple[int, int],
     width: int,
     *,
-    fill: int = 255,
+    fill: int = IGNORE_INDEX,
 ) -> np.ndarray:
     """The label map resampled (nearest) onto rows ``r0..r1-1`` of the target grid.
 

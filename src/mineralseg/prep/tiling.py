@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
+from mineralseg.classes import IGNORE_INDEX
 from mineralseg.errors import DataError
 from mineralseg.resize import resize_tile
 
@@ -125,7 +126,7 @@ def cut_tiles(
     tile_size: int,
     out_size: int,
     n_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Iterator[CutTile]:
     """Cut, resize and count the tiles at ``positions``.
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from mineralseg.classes import IGNORE_INDEX
 from mineralseg.errors import DataError, UserError
-from mineralseg.prep.outline import label_sample_mask, outline_shape, sem_sample_mask
+from mineralseg.prep.outline import OutlineShape, label_sample_mask, outline_shape, sem_sample_mask
 from mineralseg.prep.registration.coarse import COARSE_SIZE, check_outline_overlap, coarse_similarity
 from mineralseg.prep.registration.ecc import ROTATION_STEP_DEG, fine_alignment
 from mineralseg.prep.registration.geometry import affine_decomposition, small_to_full, stretch_matrix
@@ -194,24 +194,10 @@ def register_labels_to_sem(
     the first pass over an 88,000 x 87,000 uint8 SEM in memory adds about 20 s.
     """
     opts = options if options is not None else RegistrationOptions()
-    sem_downscale, sem_prescale = opts.sem_downscale, opts.sem_prescale
-    max_rotation_deg, coarse_size, max_fine_side = opts.max_rotation_deg, opts.coarse_size, opts.max_fine_side
     sem_h, sem_w = image_shape(sem)
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise UserError(f"label map must be 2-D ids, got shape {labels.shape}")
-    if labels.dtype != np.uint8:
-        if labels.size and (labels.min() < 0 or labels.max() > 255):
-            raise UserError(f"label ids must lie in 0..255, got {labels.min()}..{labels.max()}")
-        labels = labels.astype(np.uint8)
-    if sem_prescale <= 0:
-        raise UserError(f"sem_prescale must be positive, got {sem_prescale}")
-    if sem_downscale is not None and sem_downscale < sem_prescale:
-        raise UserError(f"sem_downscale={sem_downscale} is finer than the SEM given (sem_prescale={sem_prescale})")
-    background_ids = [int(b) for b in background_ids]
-    full_shape = (sem_h * sem_prescale, sem_w * sem_prescale)
-
-    label_mask = label_sample_mask(labels, background_ids, ignore_index=ignore_index)
+    labels = _checked_labels(labels, opts)
+    full_shape = (sem_h * opts.sem_prescale, sem_w * opts.sem_prescale)
+    label_mask = label_sample_mask(labels, [int(b) for b in background_ids], ignore_index=ignore_index)
     label_outline = outline_shape(label_mask)
 
     # the one pass over the full image: a bit finer than the label resolution
@@ -220,47 +206,15 @@ def register_labels_to_sem(
     mid = downscale_float(sem, f_mid)
     f_mid = 1.0 if f_mid < 1.0 + UNIT_FACTOR_TOL else f_mid
 
-    # coarse: outlines
-    g_coarse = float(max(1, math.ceil(max(mid.shape) / coarse_size)))
-    coarse = downscale_float(mid, g_coarse)
-    g_coarse = 1.0 if g_coarse < 1.0 + UNIT_FACTOR_TOL else g_coarse
-    factor_coarse = sem_prescale * f_mid * g_coarse
-    try:
-        sem_mask = sem_sample_mask(coarse)
-    except DataError as exc:
-        where = f"SEM of shape {(sem_h, sem_w)}, outline searched at 1/{factor_coarse:.3g} scale"
-        raise DataError(f"{exc} ({where})") from None
-    sem_outline = outline_shape(sem_mask).rescaled(factor_coarse)
-    coarse_m, _ = coarse_similarity(sem_outline, label_outline, max_rotation_deg=max_rotation_deg)
-    iou = check_outline_overlap(sem_mask, factor_coarse, label_mask, coarse_m)
-    log.info("outline match: scale %.4f, IoU %.4f", affine_decomposition(coarse_m)["scale"], iou)
-
-    # fine: the SEM at about the label resolution
-    if sem_downscale is not None:
-        target = float(sem_downscale)
-    else:
-        target = max(affine_decomposition(coarse_m)["scale"], sem_prescale)
-    g = target / (sem_prescale * f_mid)
-    if g >= 1.0 - UNIT_FACTOR_TOL:
-        fine = downscale_float(mid, g)
-        factor = sem_prescale * f_mid * (1.0 if g < 1.0 + UNIT_FACTOR_TOL else g)
-    elif g > 0.8:  # the intermediate image is at most 25 % coarser than wanted: keep it
-        fine, factor = mid, sem_prescale * f_mid
-    else:  # the SEM field is much wider than the label map's: read the source again
-        g_src = max(1.0, target / sem_prescale)
-        fine = downscale_float(sem, g_src)
-        factor = sem_prescale * (1.0 if g_src < 1.0 + UNIT_FACTOR_TOL else g_src)
-    del mid, coarse
+    coarse_m = _outline_placement(mid, f_mid, (sem_h, sem_w), label_mask, label_outline, opts)
+    fine, factor = _fine_image(sem, mid, f_mid, coarse_m, opts)
+    del mid
 
     to_full = small_to_full(factor)
     warp0 = np.linalg.inv(to_full) @ coarse_m
-    centre = label_outline.centroid
-    # candidate rotations: the whole accepted range, plus the outline's own estimate
-    n_steps = int(math.floor(max_rotation_deg / ROTATION_STEP_DEG + 1e-9))
-    angle0 = affine_decomposition(coarse_m)["rotation_deg"]
-    turns = sorted({0.0} | {k * ROTATION_STEP_DEG - angle0 for k in range(-n_steps, n_steps + 1)})
     warp, rho, iterations, converged = fine_alignment(
-        labels, fine, warp0, centre, ignore_index=ignore_index, turns_deg=turns, max_fine_side=max_fine_side
+        labels, fine, warp0, label_outline.centroid, ignore_index=ignore_index,
+        turns_deg=_rotation_candidates(coarse_m, opts.max_rotation_deg), max_fine_side=opts.max_fine_side,
     )
     matrix = to_full @ warp
 
@@ -283,3 +237,81 @@ def register_labels_to_sem(
         converged=bool(converged),
         coarse_matrix=coarse_m,
     )
+
+
+def _checked_labels(labels: np.ndarray, opts: RegistrationOptions) -> np.ndarray:
+    """The label map as 2-D uint8 ids; UserError for a bad map or bad options."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise UserError(f"label map must be 2-D ids, got shape {labels.shape}")
+    if labels.dtype != np.uint8:
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            raise UserError(f"label ids must lie in 0..255, got {labels.min()}..{labels.max()}")
+        labels = labels.astype(np.uint8)
+    if opts.sem_prescale <= 0:
+        raise UserError(f"sem_prescale must be positive, got {opts.sem_prescale}")
+    if opts.sem_downscale is not None and opts.sem_downscale < opts.sem_prescale:
+        raise UserError(
+            f"sem_downscale={opts.sem_downscale} is finer than the SEM given (sem_prescale={opts.sem_prescale})"
+        )
+    return labels
+
+
+def _outline_placement(
+    mid: np.ndarray,
+    f_mid: float,
+    sem_shape: tuple[int, int],
+    label_mask: np.ndarray,
+    label_outline: OutlineShape,
+    opts: RegistrationOptions,
+) -> np.ndarray:
+    """Step 1: the ``label_to_sem`` similarity from the two outlines (checked by overlap).
+
+    ``mid`` is the SEM area-downscaled by ``f_mid`` from the image given; the outline is
+    searched on a further reduction to at most ``opts.coarse_size`` pixels.
+    """
+    g_coarse = float(max(1, math.ceil(max(mid.shape) / opts.coarse_size)))
+    coarse = downscale_float(mid, g_coarse)
+    g_coarse = 1.0 if g_coarse < 1.0 + UNIT_FACTOR_TOL else g_coarse
+    factor_coarse = opts.sem_prescale * f_mid * g_coarse
+    try:
+        sem_mask = sem_sample_mask(coarse)
+    except DataError as exc:
+        where = f"SEM of shape {sem_shape}, outline searched at 1/{factor_coarse:.3g} scale"
+        raise DataError(f"{exc} ({where})") from None
+    sem_outline = outline_shape(sem_mask).rescaled(factor_coarse)
+    coarse_m, _ = coarse_similarity(sem_outline, label_outline, max_rotation_deg=opts.max_rotation_deg)
+    iou = check_outline_overlap(sem_mask, factor_coarse, label_mask, coarse_m)
+    log.info("outline match: scale %.4f, IoU %.4f", affine_decomposition(coarse_m)["scale"], iou)
+    return coarse_m
+
+
+def _fine_image(
+    sem: Any, mid: np.ndarray, f_mid: float, coarse_m: np.ndarray, opts: RegistrationOptions
+) -> tuple[np.ndarray, float]:
+    """The SEM at about the label resolution for step 2, and its full-resolution factor.
+
+    Derived from ``mid`` when it is fine enough, else read again from ``sem`` (an SEM
+    field much wider than the label map's).
+    """
+    if opts.sem_downscale is not None:
+        target = float(opts.sem_downscale)
+    else:
+        target = max(affine_decomposition(coarse_m)["scale"], opts.sem_prescale)
+    g = target / (opts.sem_prescale * f_mid)
+    if g >= 1.0 - UNIT_FACTOR_TOL:
+        fine = downscale_float(mid, g)
+        return fine, opts.sem_prescale * f_mid * (1.0 if g < 1.0 + UNIT_FACTOR_TOL else g)
+    if g > 0.8:  # the intermediate image is at most 25 % coarser than wanted: keep it
+        return mid, opts.sem_prescale * f_mid
+    g_src = max(1.0, target / opts.sem_prescale)
+    fine = downscale_float(sem, g_src)
+    return fine, opts.sem_prescale * (1.0 if g_src < 1.0 + UNIT_FACTOR_TOL else g_src)
+
+
+def _rotation_candidates(coarse_m: np.ndarray, max_rotation_deg: float) -> list[float]:
+    """Turns (degrees) tried by the rotation search: the whole accepted range in
+    ``ROTATION_STEP_DEG`` steps, plus the outline's own estimate (0)."""
+    n_steps = int(math.floor(max_rotation_deg / ROTATION_STEP_DEG + 1e-9))
+    angle0 = affine_decomposition(coarse_m)["rotation_deg"]
+    return sorted({0.0} | {k * ROTATION_STEP_DEG - angle0 for k in range(-n_steps, n_steps + 1)})

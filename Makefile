@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 MS     := $(VENV)/bin/mineralseg
 DEMO   ?= demo-out
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast layers install clean
 
 # (Re)install when pyproject.toml changes; the stamp file marks a finished install.
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +21,11 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"
+
+# The import layers: check the contracts, redraw docs/layers.md (docs/ARCHITECTURE.md).
+layers: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
+	$(PY) tools/layers.py > docs/layers.md
 
 demo: $(VENV)/.installed
 	$(MS) demo $(DEMO)

@@ -22,7 +22,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -366,48 +366,34 @@ class Loss:
     ----------
     name : str
         Canonical (lower-case) name, as written in a training config.
-    build : callable
-        ``build(class_weights, focal_weight, gamma, ignore_index) -> nn.Module``; a loss
-        ignores the settings it does not use.
+    cls : type
+        The loss module; built as ``cls(ignore_index=..., **the settings it takes)``.
+    settings : tuple of str
+        Which settings of :func:`build_loss` it takes besides ``ignore_index``
+        (``class_weights``, ``focal_weight``, ``gamma``); it ignores the others.
     summary : str
         One line for listings and docs.
     """
 
     name: str
-    build: Callable[[WeightsLike, float, float, int | None], nn.Module]
+    cls: type[nn.Module]
+    settings: tuple[str, ...]
     summary: str
+
+    def build(self, *, ignore_index: int | None, **settings: Any) -> nn.Module:
+        """The loss module from ``build_loss``'s settings (those it does not take are dropped)."""
+        return self.cls(ignore_index=ignore_index, **{k: settings[k] for k in self.settings})
 
 
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        Loss(
-            "dice_focal",
-            lambda w, c, gamma, ignore: DiceFocalLoss(
-                class_weights=w, focal_weight=c, gamma=gamma, ignore_index=ignore
-            ),
-            "Dice + focal_weight * Focal, class weights in the Dice term (the study's)",
-        ),
-        Loss(
-            "ce",
-            lambda w, c, gamma, ignore: CrossEntropyLoss(class_weights=w, ignore_index=ignore),
-            "weighted cross-entropy",
-        ),
-        Loss(
-            "lovasz",
-            lambda w, c, gamma, ignore: LovaszSoftmaxLoss(ignore_index=ignore),
-            "Lovasz-softmax, a convex surrogate of 1 - IoU (no class weights)",
-        ),
-        Loss(
-            "dice",
-            lambda w, c, gamma, ignore: DiceLoss(class_weights=w, ignore_index=ignore),
-            "soft Dice over the batch, weighted mean over classes",
-        ),
-        Loss(
-            "focal",
-            lambda w, c, gamma, ignore: FocalLoss(class_weights=w, gamma=gamma, ignore_index=ignore),
-            "focal loss, class weights per pixel's true class",
-        ),
+        Loss("dice_focal", DiceFocalLoss, ("class_weights", "focal_weight", "gamma"),
+             "Dice + focal_weight * Focal, class weights in the Dice term (the study's)"),
+        Loss("ce", CrossEntropyLoss, ("class_weights",), "weighted cross-entropy"),
+        Loss("lovasz", LovaszSoftmaxLoss, (), "Lovasz-softmax, a convex surrogate of 1 - IoU (no class weights)"),
+        Loss("dice", DiceLoss, ("class_weights",), "soft Dice over the batch, weighted mean over classes"),
+        Loss("focal", FocalLoss, ("class_weights", "gamma"), "focal loss, class weights per pixel's true class"),
     )
 }
 
@@ -462,7 +448,9 @@ def build_loss(
         Unknown name (the message lists valid names and the closest one), or invalid
         weights.
     """
-    return resolve_loss(name).build(class_weights, focal_weight, gamma, ignore_index)
+    return resolve_loss(name).build(
+        class_weights=class_weights, focal_weight=focal_weight, gamma=gamma, ignore_index=ignore_index
+    )
 
 
 WEIGHT_METHODS = ("inverse", "inverse_sqrt", "median")

@@ -13,10 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp  # installed with import-linter (dev extras)
 import pytest
-
-importlinter = pytest.importorskip("importlinter", reason="import-linter is a dev dependency")
-grimp = pytest.importorskip("grimp")
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"

@@ -56,6 +56,7 @@ from mineralseg.train.callbacks import NaNGuard, NonFiniteLossError
 from mineralseg.train.config import TrainConfig, load_train_config
 from mineralseg.train.losses import class_weights_from_frequencies
 from mineralseg.model_card import ModelCard, training_grid
+from mineralseg.train.gan_module import GANModule, generator_spec
 from mineralseg.train.module import SegmentationModule
 from mineralseg.versions import package_versions
 
@@ -125,6 +126,7 @@ def training_card(
         frequencies = [round(float(f), 6) for f in manifest.class_frequencies("train")]
     except DataError:
         frequencies = None
+    in_channels, model_options = generator_spec(cfg, manifest.num_classes) if cfg.gan else (1, cfg.model.options)
     return ModelCard(
         class_names=tuple(manifest.class_names),
         class_colors=tuple(tuple(int(v) for v in c) for c in manifest.class_colors),
@@ -132,8 +134,8 @@ def training_card(
         schema_name=manifest.schema_name,
         arch=cfg.model.arch,
         encoder=cfg.model.encoder,
-        model_options=dict(cfg.model.options),
-        in_channels=1,
+        model_options=dict(model_options),
+        in_channels=in_channels,
         mean=float(mean),
         std=float(std),
         input_size=int(cfg.input_size or manifest.out_size),
@@ -152,6 +154,7 @@ def training_card(
             "class_frequencies": frequencies,
         },
         approach=cfg.approach,
+        gan_mode=cfg.gan.mode if cfg.gan else None,
         encoder_weights=cfg.model.encoder_weights,
         freeze_encoder=cfg.model.freeze_encoder,
         class_weights=class_weights,
@@ -312,10 +315,16 @@ class _AtomicCSVLogger(CSVLogger):
 
 
 # --------------------------------------------------------------------------- trainer
+def _best_monitor(cfg: TrainConfig) -> tuple[str, str]:
+    """The validation score ``best.ckpt`` is chosen by and its direction."""
+    return ("val_l1", "min") if cfg.gan is not None and cfg.gan.mode == "synthesize" else ("val_miou", "max")
+
+
 def _callbacks(cfg: TrainConfig, ckpt_dir: Path) -> list[L.Callback]:
     t = cfg.trainer
+    monitor, mode = _best_monitor(cfg)
     best = ModelCheckpoint(
-        dirpath=ckpt_dir, filename=BEST_NAME, monitor="val_miou", mode="max",
+        dirpath=ckpt_dir, filename=BEST_NAME, monitor=monitor, mode=mode,
         save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
     )
     every = {"every_n_train_steps": t.checkpoint_every_n_steps} if t.checkpoint_every_n_steps else {"every_n_epochs": 1}
@@ -324,7 +333,7 @@ def _callbacks(cfg: TrainConfig, ckpt_dir: Path) -> list[L.Callback]:
         auto_insert_metric_name=False, **every,
     )
     callbacks: list[L.Callback] = [NaNGuard(), last]
-    if t.limit_val_batches != 0:  # without validation there is no val_miou to rank by
+    if t.limit_val_batches != 0:  # without validation there is no score to rank by
         callbacks.insert(1, best)
     if _progress_bar(cfg):
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
@@ -509,7 +518,8 @@ def train(
         mean=mean, std=std, pin_memory=torch.cuda.is_available(),
     )
     meta = training_card(cfg, manifest, mean=datamodule.mean, std=datamodule.std, class_weights=weights).to_dict()
-    module = SegmentationModule(cfg.to_dict(), meta, pretrained=last_ckpt is None)
+    module_class = GANModule if cfg.gan is not None else SegmentationModule
+    module = module_class(cfg.to_dict(), meta, pretrained=last_ckpt is None)
     _check_input_size(module.model, cfg, input_size)
 
     owner = _is_global_zero()
@@ -569,7 +579,7 @@ def train(
 
 def _start_record(
     run_dir: Path, cfg: TrainConfig, manifest: DatasetManifest, meta: dict[str, Any],
-    module: SegmentationModule, previous: dict[str, Any] | None, last_ckpt: Path | None,
+    module: L.LightningModule, previous: dict[str, Any] | None, last_ckpt: Path | None,
 ) -> dict[str, Any]:
     now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     path = run_dir / "run.json"
@@ -616,8 +626,9 @@ def _start_record(
 
 def _finish_record(run_dir: Path, record: dict[str, Any], trainer: L.Trainer, status: str, seconds: float) -> None:
     best = next((cb for cb in trainer.checkpoint_callbacks
-                 if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_miou"), None)
+                 if isinstance(cb, ModelCheckpoint) and cb.monitor is not None), None)
     score = best.best_model_score if best is not None else None
+    score = None if score is None or not np.isfinite(float(score)) else float(score)
     record.update({
         "status": status,
         "end_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -625,8 +636,10 @@ def _finish_record(run_dir: Path, record: dict[str, Any], trainer: L.Trainer, st
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "best_checkpoint": str(best.best_model_path) if best is not None and best.best_model_path else None,
-        "best_val_miou": None if score is None or not np.isfinite(float(score)) else float(score),
+        "best_val_miou": score if best is not None and best.monitor == "val_miou" else None,
     })
+    if best is not None and best.monitor != "val_miou":
+        record[f"best_{best.monitor}"] = score
     write_json(run_dir / "run.json", record)
 
 

@@ -299,3 +299,40 @@ def test_checkpoints_of_the_wrong_kind_are_refused_in_one_line(synthesize_run, s
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "(synthesize)" in lines[0], err
         assert not (tmp_path / "e").exists() and not (tmp_path / "p").exists()
+
+
+# --------------------------------------------------------------------------- experiment tables
+def test_a_pix2pix_row_sits_in_the_experiment_table_beside_a_cnn(tmp_path, tiny_dataset):
+    import yaml
+
+    from mineralseg.train.experiment import plan_experiment, run_experiment
+
+    base = tiny_train_config(tiny_dataset, tmp_path / "unused", **{"trainer.max_epochs": 1})
+    base.pop("run")
+    base["model"].pop("options")
+    base["gan"] = {"mode": "synthesize"}  # a base gan: section does not leak into the CNN row
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({
+        "base": base,
+        "models": [
+            {"arch": "plain-unet", "options": {"base_width": 8, "depth": 3}},
+            {"arch": "pix2pix", "options": dict(_GENERATOR),
+             "gan": {"sample_every": None, "discriminator": dict(_DISCRIMINATOR)}},
+        ],
+        "input_sizes": [32],
+        "approaches": ["random", "imagenet_full"],  # pix2pix has no encoder: random only
+        "panels": 0,
+    }))
+    plans = plan_experiment(grid, tmp_path / "exp")
+    assert [(p.label, p.approach) for p in plans] == [("Custom model", "random"), ("GAN", "random")]
+    assert plans[0].config.gan is None and plans[1].config.gan.mode == "segment"
+    rows = run_experiment(grid, tmp_path / "exp")
+    assert [r["model"] for r in rows] == ["Custom model", "GAN"]
+    assert all(0 <= r["miou"] <= 1 and set(r["iou"]) == {"pore", "quartz", "clay"} for r in rows)
+    md = (tmp_path / "exp" / "results.md").read_text()
+    assert "| GAN |" in md
+    bad = yaml.safe_load(grid.read_text())
+    bad["models"][1]["gan"]["mode"] = "synthesize"
+    grid.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="needs gan.mode segment"):
+        plan_experiment(grid, tmp_path / "exp2")

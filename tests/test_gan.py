@@ -238,6 +238,8 @@ def test_a_gan_run_resumes_with_both_optimisers(tiny_dataset, tmp_path, monkeypa
     assert final["global_step"] == 16
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["resumed"][0]["global_step"] == 8
+    with pytest.raises(ConfigError, match="it trains pix2pix gan.mode segment but the config gives pix2pix gan.mode synthesize"):
+        train(resume=run, overrides={"gan.mode": "synthesize", "trainer.max_epochs": 3})
 
 
 def test_nan_generator_loss_stops_a_gan_run(tiny_dataset, tmp_path, monkeypatch):

@@ -427,6 +427,19 @@ def _resumed_card(
     return previous, card
 
 
+def _check_same_kind(card: ModelCard, cfg: TrainConfig, run_dir: Path) -> None:
+    """ConfigError when a resumed run would switch between a CNN and the pix2pix modes."""
+    mode = cfg.gan.mode if cfg.gan is not None else None
+    if card.gan_mode != mode:
+        def kind(m: str | None) -> str:
+            return f"pix2pix gan.mode {m}" if m else "a CNN (no gan: section)"
+
+        raise ConfigError(
+            f"cannot resume {run_dir}: it trains {kind(card.gan_mode)} but the config gives {kind(mode)}; "
+            "resume with the run's own config, or start a new run"
+        )
+
+
 def _fit_kwargs(trainer: L.Trainer, *, trust: bool = False) -> dict[str, Any]:
     # Lightning >= 2.5 asks whether resumed checkpoints may hold more than weights. Ours
     # hold loop and optimiser states as plain data, opened like any checkpoint: weights
@@ -507,6 +520,7 @@ def train(
         previous, old_card = _resumed_card(last_ckpt, run_dir, manifest, trust=trust_checkpoint,
                                            allow_changed_dataset=allow_changed_dataset)
         mean, std, weights = old_card.mean, old_card.std, old_card.class_weights
+        _check_same_kind(old_card, cfg, run_dir)
     else:
         weights = _class_weights(cfg, manifest)
 

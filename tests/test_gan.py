@@ -24,8 +24,9 @@ from mineralseg.models.pix2pix import one_hot_labels, tanh_to_grey
 from mineralseg.train import NonFiniteLossError, train
 from mineralseg.train.config import load_train_config
 from mineralseg.train.gan_module import GANModule
+from mineralseg.train.run import run_summary
 
-from conftest import tiny_train_config
+from conftest import tiny_train_config, write_tiny_dataset
 
 #: Tiny networks: a few seconds per run on one CPU core.
 _GENERATOR = {"base_filters": 8, "depth": 3}
@@ -146,6 +147,11 @@ def test_bad_gan_configs_are_config_errors(tmp_path):
     for data, match in cases:
         with pytest.raises(ConfigError, match=match):
             load_train_config(data)
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="input_size 16 is below 32, the smallest input a 3-layer PatchGAN"):
+        train(_gan_config(write_tiny_dataset(tmp_path / "small", n_tiles=6, size=16, splits=(2, 2, 2)), runs,
+                          "segment"))
+    assert not runs.exists()  # refused before a run folder was made
     cfg = load_train_config({**base, "gan": {"mode": "synthesize"}})
     assert cfg.model.encoder is None and cfg.gan.weight == 100 and cfg.gan.lr_g == cfg.gan.lr_d == 2e-4
     assert cfg.gan.beta1 == 0.5 and cfg.gan.discriminator.layers == 3 and cfg.run_name() == "pix2pix-synthesize"
@@ -273,6 +279,8 @@ def test_synthesize_mode_trains_and_its_generator_maps_labels_to_sem(synthesize_
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
     record = json.loads((synthesize_run / "run.json").read_text())
     assert record["best_val_l1"] == pytest.approx(min(l1)) and record["best_val_miou"] is None
+    assert f"best val L1 {min(l1):.3f}" in run_summary(synthesize_run)
+    assert 0 < record["model"]["discriminator_parameters"]
     model, card = load_checkpoint_model(synthesize_run, purpose="synthesize")
     assert card.gan_mode == "synthesize" and card.in_channels == card.num_classes == 3
     assert card.model_options == {**_GENERATOR, "out_channels": 1, "output": "tanh"}

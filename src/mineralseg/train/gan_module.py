@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mineralseg.errors import ConfigError
 from mineralseg.evaluate.metrics import SegmentationMetrics
 from mineralseg.models import build_model
 from mineralseg.models.pix2pix import PatchDiscriminator, one_hot_labels, tanh_to_grey
@@ -118,6 +119,17 @@ class GANModule(L.LightningModule):
             self.dice = build_loss("dice", ignore_index=self.ignore_index) if self.gan.dice else None
             self.val_metrics = SegmentationMetrics(
                 self.num_classes, class_names=meta["class_names"], ignore_index=self.ignore_index
+            )
+
+    def check_input_size(self, input_size: int) -> None:
+        """ConfigError when the discriminator cannot score ``input_size`` inputs (the
+        generator's sizes are checked like every model's)."""
+        smallest = self.discriminator.min_input_size
+        if input_size < smallest:
+            layers = self.gan.discriminator.layers
+            raise ConfigError(
+                f"input_size {input_size} is below {smallest}, the smallest input a {layers}-layer PatchGAN "
+                f"discriminator scores; use input_size >= {smallest} or fewer gan.discriminator.layers"
             )
 
     # ------------------------------------------------------------------ pieces

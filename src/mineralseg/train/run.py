@@ -535,6 +535,8 @@ def train(
     module_class = GANModule if cfg.gan is not None else SegmentationModule
     module = module_class(cfg.to_dict(), meta, pretrained=last_ckpt is None)
     _check_input_size(module.model, cfg, input_size)
+    if isinstance(module, GANModule):
+        module.check_input_size(input_size)
 
     owner = _is_global_zero()
     created = False
@@ -628,6 +630,8 @@ def _start_record(
         "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "parameters": params,
                   "trainable_parameters": trainable},
     })
+    if isinstance(module, GANModule):
+        record["model"]["discriminator_parameters"] = sum(p.numel() for p in module.discriminator.parameters())
     if previous is not None:
         entry = {"time": now, "checkpoint": str(last_ckpt), "epoch": previous.get("epoch"),
                  "global_step": previous.get("global_step")}
@@ -675,4 +679,6 @@ def run_summary(run_dir: str | os.PathLike) -> str:
         parts.append(format_duration(float(record["train_time_s"])))
     if best is not None:
         parts.append(f"best val mean IoU {best:.3f}")
+    if record.get("best_val_l1") is not None:  # a pix2pix map -> SEM run
+        parts.append(f"best val L1 {record['best_val_l1']:.3f}")
     return f"training {', '.join(parts)}\nrun folder: {run_dir}"

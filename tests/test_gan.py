@@ -260,7 +260,6 @@ def test_nan_generator_loss_stops_a_gan_run(tiny_dataset, tmp_path, monkeypatch)
         train(_gan_config(tiny_dataset, tmp_path / "runs", "segment"))
 
 
-@pytest.mark.slow
 def test_bf16_mixed_precision_works_with_manual_optimisation(tiny_dataset, tmp_path):
     run = train(_gan_config(tiny_dataset, tmp_path / "runs", "synthesize",
                             **{"trainer.precision": "bf16-mixed", "trainer.max_epochs": 1}))

@@ -178,9 +178,13 @@ class GANConfig(StrictModel):
     """
 
     mode: Literal["segment", "synthesize"] = "segment"
-    weight: float = Field(100.0, ge=0, description="lambda: weight of the pixel loss (CE or L1) against the adversarial one")
+    weight: float = Field(
+        100.0, ge=0, description="lambda: weight of the pixel loss (CE or L1) against the adversarial one"
+    )
     dice: float = Field(0.0, ge=0, description="segment only: weight of a soft Dice term added to the cross-entropy")
-    adversarial: Literal["bce", "lsgan"] = Field("bce", description="bce: BCE with logits (pix2pix); lsgan: least squares")
+    adversarial: Literal["bce", "lsgan"] = Field(
+        "bce", description="bce: BCE with logits (pix2pix); lsgan: least squares"
+    )
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     lr_g: float = Field(2e-4, gt=0, description="Adam learning rate of the generator")
     lr_d: float = Field(2e-4, gt=0, description="Adam learning rate of the discriminator")
@@ -192,7 +196,7 @@ class GANConfig(StrictModel):
     sample_count: int = Field(4, ge=1, le=16, description="rows of each sample grid")
 
     @model_validator(mode="after")
-    def _dice_needs_segment(self) -> "GANConfig":
+    def _dice_needs_segment(self) -> GANConfig:
         if self.dice and self.mode != "segment":
             raise ValueError(f"gan.dice ({self.dice}) only applies to mode segment; remove it for mode {self.mode}")
         return self
@@ -237,7 +241,7 @@ class TrainConfig(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _gan_section_matches_arch(self) -> "TrainConfig":
+    def _gan_section_matches_arch(self) -> TrainConfig:
         gan_arch = _is_gan_arch(self.model.arch)
         if self.gan is not None and not gan_arch:
             raise ValueError(

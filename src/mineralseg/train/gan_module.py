@@ -33,9 +33,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from mineralseg.errors import ConfigError
 from mineralseg.evaluate.metrics import SegmentationMetrics
+from mineralseg.io.atomic import atomic_path
 from mineralseg.models import build_model
 from mineralseg.models.pix2pix import PatchDiscriminator, one_hot_labels, tanh_to_grey
 from mineralseg.train.config import TrainConfig
@@ -251,9 +253,6 @@ class GANModule(L.LightningModule):
         step = self.trainer.global_step // STEPS_PER_BATCH - 1  # this batch (both steps are done)
         if step % every:
             return
-        from mineralseg.io.atomic import atomic_path
-        from PIL import Image
-
         k = min(self.gan.sample_count, raw.shape[0])
         grey = self._grey(batch["image"][:k])
         labels = batch["mask"][:k].cpu().numpy()

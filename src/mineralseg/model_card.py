@@ -137,6 +137,13 @@ class ModelCard:
         Scores on the validation split when the checkpoint was saved (None before).
     approach, encoder_weights, freeze_encoder, class_weights
         Training choices.
+    gan_mode
+        ``None`` for every CNN; for a pix2pix generator trained adversarially
+        (``gan:`` in the training config) ``"segment"`` (SEM -> class logits, used like
+        any CNN) or ``"synthesize"`` (map -> SEM: input ``(N, C, H, W)`` one-hot class
+        ids, all zeros outside the section / at ``ignore_index``, output ``(N, 1, H, W)``
+        in [-1, 1], grey level ``round((t + 1) * 127.5)`` of the normalised 8-bit SEM;
+        ``in_channels`` is then ``C``). Checkpoints from before the field read ``None``.
     checkpoint, epoch, global_step, weights, config, versions
         Provenance, filled when a checkpoint is read (``weights``: "trained" or
         "moving average").
@@ -164,6 +171,7 @@ class ModelCard:
     validation_iou: dict[str, float] | None = None
     validation_miou: float | None = None
     approach: str | None = None
+    gan_mode: str | None = None
     encoder_weights: str | None = None
     freeze_encoder: bool = False
     class_weights: list[float] | None = None
@@ -280,6 +288,7 @@ class ModelCard:
                                                   if k in ("method", "low", "high", "drift", "scope", "scale")
                                                   and v is not None) if norm else "unknown",
             "training approach": self.approach or "unknown",
+            **({"GAN mode": self.gan_mode} if self.gan_mode else {}),
             "trained on": self.dataset or "unknown",
         }
         samples = self.training_data.get("samples")

@@ -30,8 +30,8 @@ from mineralseg.model_card import META_KEY, ModelCard
 if TYPE_CHECKING:  # importing mineralseg.data loads Lightning: seconds that predict does not need
     from mineralseg.data.manifest import DatasetManifest
 
-__all__ = ["CHECKPOINT_TYPES", "check_dataset_matches", "check_grid_matches", "load_checkpoint_file",
-           "load_checkpoint_model", "read_card", "read_checkpoint", "resolve_checkpoint"]
+__all__ = ["CHECKPOINT_TYPES", "PURPOSES", "check_dataset_matches", "check_grid_matches", "check_purpose",
+           "load_checkpoint_file", "load_checkpoint_model", "read_card", "read_checkpoint", "resolve_checkpoint"]
 
 _MODEL_PREFIX = "model."
 _EMA_PREFIX = "ema.module."
@@ -173,8 +173,50 @@ def read_card(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> M
     return ModelCard.from_dict(meta, where=str(path))
 
 
+#: What a caller wants a checkpoint for (see :func:`load_checkpoint_model`).
+PURPOSES = ("segment", "synthesize")
+
+
+def check_purpose(card: ModelCard, purpose: str, path: str | os.PathLike = "checkpoint") -> None:
+    """UserError when a checkpoint cannot serve ``purpose``.
+
+    Parameters
+    ----------
+    card : ModelCard
+    purpose : {"segment", "synthesize"}
+        ``segment``: SEM -> class logits (every CNN and a pix2pix ``gan_mode: segment``);
+        ``synthesize``: label map -> SEM (only ``gan_mode: synthesize``).
+    path : path-like
+        Names the checkpoint in the message.
+
+    Raises
+    ------
+    UserError
+        One line naming the checkpoint, what it is and which command takes it.
+    ValueError
+        ``purpose`` is not one of :data:`PURPOSES` (a programming error).
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    if purpose == "segment" and card.gan_mode == "synthesize":
+        raise UserError(
+            f"{path} is a pix2pix map -> SEM (synthesize) checkpoint; use `mineralseg synthesize` with it, "
+            "or give a segmentation checkpoint (a CNN or a pix2pix trained with gan.mode: segment)"
+        )
+    if purpose == "synthesize" and card.gan_mode != "synthesize":
+        what = "a pix2pix SEM -> map (segment)" if card.gan_mode == "segment" else f"a {card.model_name} segmentation"
+        raise UserError(
+            f"{path} is {what} checkpoint, not a map -> SEM generator; `mineralseg synthesize` needs a "
+            "checkpoint trained with gan.mode: synthesize (use this one with evaluate / predict)"
+        )
+
+
 def load_checkpoint_model(
-    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", trust: bool = False
+    path: str | os.PathLike,
+    *,
+    map_location: str | torch.device = "cpu",
+    trust: bool = False,
+    purpose: str = "segment",
 ) -> tuple[torch.nn.Module, ModelCard]:
     """Rebuild the model of a checkpoint (or of a run folder's best checkpoint).
 
@@ -186,12 +228,18 @@ def load_checkpoint_model(
         Device of the returned model.
     trust : bool
         Open the file fully (see :func:`load_checkpoint_file`); only for your own files.
+    purpose : {"segment", "synthesize"}
+        ``segment`` (default; evaluate, predict, export, compare): refuses a pix2pix
+        map -> SEM checkpoint. ``synthesize``: refuses every checkpoint but a pix2pix
+        map -> SEM one (``card.gan_mode == "synthesize"``). See :func:`check_purpose`.
 
     Returns
     -------
     model : torch.nn.Module
-        In eval mode; maps (N, in_channels, S, S) normalised images
-        (``(uint8 / 255 - mean) / std``) to (N, C, S, S) logits.
+        In eval mode (dropout off). ``segment``: maps (N, in_channels, S, S) normalised
+        images (``(uint8 / 255 - mean) / std``) to (N, C, S, S) logits.
+        ``synthesize``: maps (N, C, S, S) one-hot class maps (all zeros at unlabelled
+        pixels) to (N, 1, S, S) SEM in [-1, 1] (grey ``round((t + 1) * 127.5)``).
     card : ModelCard
         Classes, input normalisation and sizes, working grid, training data, and the
         provenance (``checkpoint``, ``epoch``, ``global_step``, ``weights``, ``config``).
@@ -199,13 +247,15 @@ def load_checkpoint_model(
     Raises
     ------
     UserError / DataError
-        Missing or foreign file; weights that do not fit the rebuilt model.
+        Missing or foreign file; a checkpoint of the wrong kind for ``purpose``;
+        weights that do not fit the rebuilt model.
     """
     from mineralseg.models import build_model
 
     ckpt_path, _ = resolve_checkpoint(path)
     ckpt = read_checkpoint(ckpt_path, trust=trust)
     card = read_card(ckpt, ckpt_path)
+    check_purpose(card, purpose, ckpt_path)
     model = build_model(
         card.arch,
         card.encoder,

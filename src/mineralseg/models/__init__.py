@@ -10,6 +10,7 @@ local encoder weights, :func:`set_encoder_frozen` for frozen-encoder training.
 from mineralseg.models.architectures import architecture_names, resolve_architecture
 from mineralseg.models.encoders import STUDY_ENCODERS, encoder_names, resolve_encoder
 from mineralseg.models.factory import MAX_CLASSES, MIN_CLASSES, build_model, input_divisor, min_input_size
+from mineralseg.models.pix2pix import PatchDiscriminator, Pix2PixGenerator, receptive_field
 from mineralseg.models.plain_unet import PlainUNet
 from mineralseg.models.resunet import ResUNet
 from mineralseg.models.segmentation_model import SegmentationModel, model_info, set_encoder_frozen
@@ -24,6 +25,8 @@ __all__ = [
     "MAX_CLASSES",
     "MIN_CLASSES",
     "STUDY_ENCODERS",
+    "PatchDiscriminator",
+    "Pix2PixGenerator",
     "PlainUNet",
     "ResUNet",
     "SegmentationModel",
@@ -36,6 +39,7 @@ __all__ = [
     "load_encoder_weights",
     "min_input_size",
     "model_info",
+    "receptive_field",
     "resolve_architecture",
     "resolve_encoder",
     "save_encoder_weights",

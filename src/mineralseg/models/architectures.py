@@ -1,9 +1,10 @@
 """Architecture registry: name -> how to build the network and which options it takes.
 
 Library architectures (segmentation_models_pytorch) take an encoder; the project's
-``resunet`` and ``plain-unet`` do not. Every network built here has an ``encoder``
-attribute (the part that ``freeze_encoder`` freezes and that encoder weights load
-into) and returns logits ``(N, num_classes, H, W)``.
+``resunet``, ``plain-unet`` and ``pix2pix`` do not. Every network built here has an
+``encoder`` attribute (the part that ``freeze_encoder`` freezes and that encoder
+weights load into) and returns logits ``(N, num_classes, H, W)``, except a ``pix2pix``
+generator built with ``out_channels`` (its ``output_channels`` attribute says how many).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from mineralseg.errors import ConfigError
 from mineralseg.lookup import closest, resolve
+from mineralseg.models.pix2pix import Pix2PixGenerator
 from mineralseg.models.plain_unet import PlainUNet
 from mineralseg.models.resunet import ResUNet
 
@@ -92,6 +94,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         _smp_architecture("deeplabv3plus", smp.DeepLabV3Plus, "DeepLabV3+: dilated encoder and ASPP (smp)"),
         _project_architecture("resunet", ResUNet, "the study's residual U-Net, 16-32-64-128-256 filters"),
         _project_architecture("plain-unet", PlainUNet, "the study's 'custom model': plain U-Net"),
+        _project_architecture("pix2pix", Pix2PixGenerator, "pix2pix U-Net generator, trained with a gan: section"),
     )
 }
 
@@ -104,6 +107,7 @@ _ALIASES = {
     "plainunet": "plain-unet",
     "custom": "plain-unet",
     "custom-model": "plain-unet",
+    "pix2pix-unet": "pix2pix",
 }
 
 

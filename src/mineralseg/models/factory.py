@@ -148,7 +148,8 @@ def _runs_at(net: nn.Module, size: int, in_channels: int, num_classes: int) -> s
     except Exception as exc:  # any failure means "not at this size"
         text = str(exc).strip()
         return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-    want = (_PROBE_BATCH, num_classes, size, size)
+    # a network whose outputs are not class scores (a pix2pix image generator) says how many it has
+    want = (_PROBE_BATCH, int(getattr(net, "output_channels", None) or num_classes), size, size)
     return None if tuple(y.shape) == want else f"output shape {tuple(y.shape)} instead of {want}"
 
 
@@ -235,7 +236,8 @@ def build_model(
     ----------
     arch : str
         ``unet``, ``linknet``, ``fpn``, ``deeplabv3plus`` (segmentation_models_pytorch,
-        need an encoder), ``resunet`` or ``plain-unet`` (this project, no encoder).
+        need an encoder), ``resunet``, ``plain-unet`` or ``pix2pix`` (this project, no
+        encoder; ``pix2pix`` is the GAN generator, see :mod:`mineralseg.models.pix2pix`).
         Case-insensitive; ``deeplabv3+``, ``custom`` (= plain-unet) are accepted.
     encoder : str, optional
         Backbone of a library architecture: the study's ``resnet18``, ``vgg16``,
@@ -254,7 +256,8 @@ def build_model(
     **options
         Architecture options: smp's constructor arguments (``decoder_channels``,
         ``encoder_depth``, ``decoder_attention_type`` ...), resunet's ``filters``,
-        plain-unet's ``base_width``, ``depth``, ``batch_norm``, ``dropout``.
+        plain-unet's ``base_width``, ``depth``, ``batch_norm``, ``dropout``; pix2pix's
+        ``base_filters``, ``depth``, ``norm``, ``dropout``, ``out_channels``, ``output``.
 
     Returns
     -------

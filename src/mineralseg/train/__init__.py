@@ -1,4 +1,4 @@
-"""Training: config, LightningModule, callbacks, runs and experiment grids.
+"""Training: config, LightningModules (CNN, pix2pix GAN), callbacks, runs and experiment grids.
 
 Public entry points (imported lazily, so that ``mineralseg.train.losses`` stays
 cheap to import)::
@@ -18,6 +18,7 @@ _EXPORTS = {
     "load_train_config": "mineralseg.train.config",
     "TrainConfig": "mineralseg.train.config",
     "SegmentationModule": "mineralseg.train.module",
+    "GANModule": "mineralseg.train.gan_module",
     "NaNGuard": "mineralseg.train.callbacks",
     "NonFiniteLossError": "mineralseg.train.callbacks",
 }

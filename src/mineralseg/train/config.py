@@ -15,6 +15,12 @@ file's folder)::
     optim: {lr: 1.0e-3, t0_steps: null, t_mult: 2, eta_min: 1.0e-6}
     trainer: {max_epochs: 50, batch_size: 8, precision: auto, devices: auto}
 
+A pix2pix GAN instead of a CNN (see docs/gan.md)::
+
+    model: {arch: pix2pix, options: {base_filters: 32, depth: 8, norm: batch, dropout: 0.5}}
+    gan: {mode: segment, weight: 100, adversarial: bce, discriminator: {layers: 3},
+          lr_g: 2.0e-4, lr_d: 2.0e-4, beta1: 0.5, sample_every: 500}
+
 A misspelt key is a :class:`~mineralseg.errors.ConfigError` that lists the valid keys.
 """
 
@@ -37,6 +43,8 @@ from mineralseg.train.losses import resolve_loss as _resolve_loss
 __all__ = [
     "APPROACHES",
     "AugmentConfig",
+    "DiscriminatorConfig",
+    "GANConfig",
     "ImbalanceConfig",
     "LossConfig",
     "ModelConfig",
@@ -163,6 +171,54 @@ class TrainerConfig(StrictModel):
         return value
 
 
+class DiscriminatorConfig(StrictModel):
+    """PatchGAN discriminator (see :class:`mineralseg.models.pix2pix.PatchDiscriminator`)."""
+
+    layers: int = Field(3, ge=1, le=6, description="stride-2 convolutions; 3: 70 x 70 patches")
+    base_filters: int = Field(64, ge=1, description="width of the first convolution (pix2pix: 64)")
+    norm: Literal["batch", "instance"] = "batch"
+
+
+class GANConfig(StrictModel):
+    """Adversarial (pix2pix) training of a ``model.arch: pix2pix`` generator.
+
+    ``segment``: SEM -> class map, generator loss = adversarial + weight x cross-entropy
+    (+ dice x soft Dice); ``synthesize``: class map -> SEM, adversarial + weight x L1.
+    """
+
+    mode: Literal["segment", "synthesize"] = "segment"
+    weight: float = Field(
+        100.0, ge=0, description="lambda: weight of the pixel loss (CE or L1) against the adversarial one"
+    )
+    dice: float = Field(0.0, ge=0, description="segment only: weight of a soft Dice term added to the cross-entropy")
+    adversarial: Literal["bce", "lsgan"] = Field(
+        "bce", description="bce: BCE with logits (pix2pix); lsgan: least squares"
+    )
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    lr_g: float = Field(2e-4, gt=0, description="Adam learning rate of the generator")
+    lr_d: float = Field(2e-4, gt=0, description="Adam learning rate of the discriminator")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of both optimisers (pix2pix: 0.5)")
+    beta2: float = Field(0.999, ge=0, lt=1)
+    sample_every: int | None = Field(
+        500, ge=1, description="save a sample grid (input | truth | generated) every N batches; null: never"
+    )
+    sample_count: int = Field(4, ge=1, le=16, description="rows of each sample grid")
+
+    @model_validator(mode="after")
+    def _dice_needs_segment(self) -> GANConfig:
+        if self.dice and self.mode != "segment":
+            raise ValueError(f"gan.dice ({self.dice}) only applies to mode segment; remove it for mode {self.mode}")
+        return self
+
+
+#: Architecture trained by the GAN module (and only by it).
+GAN_ARCH = "pix2pix"
+
+
+def _is_gan_arch(arch: object) -> bool:
+    return isinstance(arch, str) and arch.strip().lower() in (GAN_ARCH, "pix2pix-unet")
+
+
 class TrainConfig(StrictModel):
     """A complete training run."""
 
@@ -179,6 +235,50 @@ class TrainConfig(StrictModel):
     augment: AugmentConfig = AugmentConfig()
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig()
+    gan: GANConfig | None = Field(
+        None, description="adversarial pix2pix training (needs model.arch: pix2pix); null: a CNN"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pix2pix_has_no_encoder(cls, data: Any) -> Any:
+        # the default encoder (resnet18) belongs to the CNNs: a pix2pix config need not unset it
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            model = data["model"]
+            if _is_gan_arch(model.get("arch")) and "encoder" not in model:
+                return {**data, "model": {**model, "encoder": None}}
+        return data
+
+    @model_validator(mode="after")
+    def _gan_section_matches_arch(self) -> TrainConfig:
+        gan_arch = _is_gan_arch(self.model.arch)
+        if self.gan is not None and not gan_arch:
+            raise ValueError(
+                f"a gan: section trains a pix2pix generator, but model.arch is {self.model.arch!r}; "
+                f"set model.arch: {GAN_ARCH} or remove the gan: section"
+            )
+        if self.gan is None and gan_arch:
+            raise ValueError(
+                f"model.arch {self.model.arch!r} is trained adversarially: add a gan: section "
+                "(gan: {mode: segment} or {mode: synthesize})"
+            )
+        if self.gan is not None:
+            fixed = sorted(set(self.model.options) & {"out_channels", "output"})
+            if fixed:
+                raise ValueError(f"model.options {', '.join(fixed)} follow from gan.mode; remove them")
+            if self.optim.ema_decay is not None:
+                raise ValueError("optim.ema_decay is not supported with a gan: section; remove it")
+            if self.trainer.gradient_clip_val is not None:
+                raise ValueError(
+                    "trainer.gradient_clip_val is not supported with a gan: section (two optimisers, "
+                    "manual optimisation); remove it"
+                )
+            if self.model.encoder_weights is not None or self.model.freeze_encoder:
+                raise ValueError(
+                    f"{GAN_ARCH} has no pretrained encoder: remove model.encoder_weights / freeze_encoder "
+                    "(and approach)"
+                )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -209,10 +309,11 @@ class TrainConfig(StrictModel):
         return self.loss.name
 
     def run_name(self) -> str:
-        """``run.name`` or ``<arch>-<encoder>-<input_size>``."""
+        """``run.name`` or ``<arch>-<encoder>-<input_size>`` (``<arch>-<gan mode>-<input_size>`` for a GAN)."""
         if self.run.name:
             return self.run.name
-        parts = [self.model.arch, self.model.encoder, str(self.input_size) if self.input_size else None]
+        parts = [self.model.arch, self.model.encoder, self.gan.mode if self.gan else None,
+                 str(self.input_size) if self.input_size else None]
         return "-".join(p for p in parts if p)
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,8 +20,10 @@ the highest mean IoU on ``select_on`` (``val``): choosing on the test split woul
 make the test score optimistic. ``select_on: test`` reproduces the study's
 selection and is marked as such in the tables. Tables show the test scores with
 the validation mean IoU beside them.
-Architectures without an encoder (``resunet``, ``plain-unet``) only run the
-``random`` approach. A combination whose finished run (same resolved config) is
+Architectures without an encoder (``resunet``, ``plain-unet``, ``pix2pix``) only run
+the ``random`` approach. A pix2pix row (``{arch: pix2pix, options: {...}, gan: {...}}``,
+shown as "GAN") is trained adversarially in segment mode and scored like the CNNs:
+the study's Table 4 beside Tables 1-3. A combination whose finished run (same resolved config) is
 already in ``DIR/runs`` is not trained again, so an interrupted grid continues where
 it stopped.
 
@@ -52,8 +54,8 @@ __all__ = ["ExperimentConfig", "GridModel", "PlannedRun", "display_name", "plan_
 
 # Display names in the study's tables.
 _ARCH_NAMES = {"unet": "Unet", "linknet": "Linknet", "fpn": "FPN", "deeplabv3plus": "DeepLabV3+",
-               "resunet": "ResUnet", "plain-unet": "Custom model"}
-_NO_ENCODER = ("resunet", "plain-unet")
+               "resunet": "ResUnet", "plain-unet": "Custom model", "pix2pix": "GAN"}
+_NO_ENCODER = ("resunet", "plain-unet", "pix2pix")
 
 
 class GridModel(StrictModel):
@@ -63,6 +65,9 @@ class GridModel(StrictModel):
     encoder: str | None = None
     name: str | None = Field(None, description="row label (default: 'Unet + resnet18' style)")
     options: dict[str, Any] = Field(default_factory=dict)
+    gan: dict[str, Any] | None = Field(
+        None, description="pix2pix only: its gan: section (default: mode segment with pix2pix's settings)"
+    )
 
 
 class ExperimentConfig(StrictModel):
@@ -178,6 +183,14 @@ def plan_experiment(grid: str | os.PathLike, out: str | os.PathLike, *, override
         data["model"] = {**(base.get("model") or {}), "arch": model.arch, "encoder": model.encoder,
                          "options": model.options}
         data["run"] = {"root": str(runs.resolve()), "name": name}
+        data.pop("gan", None)  # a gan: section belongs to its pix2pix row, not to every row
+        if model.gan is not None or model.arch.lower() == "pix2pix":
+            data["gan"] = dict(model.gan or {})
+            if data["gan"].get("mode", "segment") != "segment":
+                raise ConfigError(
+                    f"{grid_path}: model {label!r} has gan.mode {data['gan']['mode']!r}; experiment tables "
+                    "score segmentation, so a pix2pix row needs gan.mode segment"
+                )
         _check_model(model, size, str(grid_path))
         if size is not None:
             data["input_size"] = size

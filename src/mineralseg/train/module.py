@@ -24,7 +24,7 @@ from mineralseg.train.config import TrainConfig
 from mineralseg.model_card import CARD_VERSION, META_KEY
 from mineralseg.train.losses import build_loss
 
-__all__ = ["SegmentationModule"]
+__all__ = ["SegmentationModule", "add_model_card", "log_validation_scores"]
 # Steps per cosine period when the epoch length is unknown (iterable loaders).
 _FALLBACK_T0_STEPS = 1000
 
@@ -128,16 +128,7 @@ class SegmentationModule(L.LightningModule):
         self.val_metrics.update(logits.detach(), y)
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_metrics.compute()  # synced across processes by torchmetrics
-        with self.val_metrics.sync_context():  # compute() restores the local state after it
-            pixels = self.val_metrics.confmat.sum().double()
-        self.val_metrics.reset()
-        self.log("val_miou", scores["miou"].float(), prog_bar=True)
-        logged = {"val_mean_f1": scores["mean_f1"], "val_pixel_accuracy": scores["pixel_accuracy"],
-                  "val_pixels": pixels}
-        for name in self.meta["class_names"]:
-            logged[f"val_iou_{name}"] = scores[f"iou_{name}"]
-        self.log_dict({k: v.float() for k, v in logged.items()})
+        log_validation_scores(self, self.val_metrics, self.meta["class_names"])
 
     def _steps_per_epoch(self) -> int:
         trainer = self.trainer
@@ -159,17 +150,42 @@ class SegmentationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from mineralseg.versions import package_versions
+        add_model_card(self, checkpoint)
 
-        meta = dict(self.meta)
-        scores = self.trainer.callback_metrics if self._trainer is not None else {}
-        ious = {n: float(scores[f"val_iou_{n}"]) for n in meta["class_names"] if f"val_iou_{n}" in scores}
-        if ious:  # the scores of the validation that led to this checkpoint
-            meta["validation_iou"] = ious
-            meta["validation_miou"] = float(scores["val_miou"]) if "val_miou" in scores else None
-        checkpoint[META_KEY] = {
-            "version": CARD_VERSION,
-            "meta": meta,
-            "config": self.hparams["config"],
-            "versions": package_versions(),
-        }
+
+def log_validation_scores(module: L.LightningModule, metrics: SegmentationMetrics, class_names) -> None:
+    """Log one validation epoch's scores from ``metrics`` and reset it.
+
+    Logs ``val_miou`` (progress bar), ``val_mean_f1``, ``val_pixel_accuracy``,
+    ``val_pixels`` and ``val_iou_<class>``: what checkpoint selection, the model card
+    and the experiment tables read. Shared by every module that segments.
+    """
+    scores = metrics.compute()  # synced across processes by torchmetrics
+    with metrics.sync_context():  # compute() restores the local state after it
+        pixels = metrics.confmat.sum().double()
+    metrics.reset()
+    module.log("val_miou", scores["miou"].float(), prog_bar=True)
+    logged = {"val_mean_f1": scores["mean_f1"], "val_pixel_accuracy": scores["pixel_accuracy"],
+              "val_pixels": pixels}
+    for name in class_names:
+        logged[f"val_iou_{name}"] = scores[f"iou_{name}"]
+    module.log_dict({k: v.float() for k, v in logged.items()})
+
+
+def add_model_card(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Store the model card (``module.meta`` plus the validation scores that led to this
+    checkpoint), the resolved config and the package versions under ``checkpoint["mineralseg"]``."""
+    from mineralseg.versions import package_versions
+
+    meta = dict(module.meta)
+    scores = module.trainer.callback_metrics if module._trainer is not None else {}
+    ious = {n: float(scores[f"val_iou_{n}"]) for n in meta["class_names"] if f"val_iou_{n}" in scores}
+    if ious:  # the scores of the validation that led to this checkpoint
+        meta["validation_iou"] = ious
+        meta["validation_miou"] = float(scores["val_miou"]) if "val_miou" in scores else None
+    checkpoint[META_KEY] = {
+        "version": CARD_VERSION,
+        "meta": meta,
+        "config": module.hparams["config"],
+        "versions": package_versions(),
+    }

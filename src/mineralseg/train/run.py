@@ -57,6 +57,7 @@ from mineralseg.train.config import TrainConfig, load_train_config
 from mineralseg.train.losses import class_weights_from_frequencies
 from mineralseg.model_card import ModelCard, training_grid
 from mineralseg.runs import METRICS_NAME, PARTS_DIR, metrics_parts, read_run_metrics
+from mineralseg.train.gan_module import GANModule, generator_spec
 from mineralseg.train.module import SegmentationModule
 from mineralseg.versions import package_versions
 
@@ -124,6 +125,7 @@ def training_card(
         frequencies = [round(float(f), 6) for f in manifest.class_frequencies("train")]
     except DataError:
         frequencies = None
+    in_channels, model_options = generator_spec(cfg, manifest.num_classes) if cfg.gan else (1, cfg.model.options)
     return ModelCard(
         class_names=tuple(manifest.class_names),
         class_colors=tuple(tuple(int(v) for v in c) for c in manifest.class_colors),
@@ -131,8 +133,8 @@ def training_card(
         schema_name=manifest.schema_name,
         arch=cfg.model.arch,
         encoder=cfg.model.encoder,
-        model_options=dict(cfg.model.options),
-        in_channels=1,
+        model_options=dict(model_options),
+        in_channels=in_channels,
         mean=float(mean),
         std=float(std),
         input_size=int(cfg.input_size or manifest.out_size),
@@ -151,6 +153,7 @@ def training_card(
             "class_frequencies": frequencies,
         },
         approach=cfg.approach,
+        gan_mode=cfg.gan.mode if cfg.gan else None,
         encoder_weights=cfg.model.encoder_weights,
         freeze_encoder=cfg.model.freeze_encoder,
         class_weights=class_weights,
@@ -271,10 +274,16 @@ class _AtomicCSVLogger(CSVLogger):
 
 
 # --------------------------------------------------------------------------- trainer
+def _best_monitor(cfg: TrainConfig) -> tuple[str, str]:
+    """The validation score ``best.ckpt`` is chosen by and its direction."""
+    return ("val_l1", "min") if cfg.gan is not None and cfg.gan.mode == "synthesize" else ("val_miou", "max")
+
+
 def _callbacks(cfg: TrainConfig, ckpt_dir: Path) -> list[L.Callback]:
     t = cfg.trainer
+    monitor, mode = _best_monitor(cfg)
     best = ModelCheckpoint(
-        dirpath=ckpt_dir, filename=BEST_NAME, monitor="val_miou", mode="max",
+        dirpath=ckpt_dir, filename=BEST_NAME, monitor=monitor, mode=mode,
         save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
     )
     every = {"every_n_train_steps": t.checkpoint_every_n_steps} if t.checkpoint_every_n_steps else {"every_n_epochs": 1}
@@ -283,7 +292,7 @@ def _callbacks(cfg: TrainConfig, ckpt_dir: Path) -> list[L.Callback]:
         auto_insert_metric_name=False, **every,
     )
     callbacks: list[L.Callback] = [NaNGuard(), last]
-    if t.limit_val_batches != 0:  # without validation there is no val_miou to rank by
+    if t.limit_val_batches != 0:  # without validation there is no score to rank by
         callbacks.insert(1, best)
     if _progress_bar(cfg):
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
@@ -377,6 +386,19 @@ def _resumed_card(
     return previous, card
 
 
+def _check_same_kind(card: ModelCard, cfg: TrainConfig, run_dir: Path) -> None:
+    """ConfigError when a resumed run would switch between a CNN and the pix2pix modes."""
+    mode = cfg.gan.mode if cfg.gan is not None else None
+    if card.gan_mode != mode:
+        def kind(m: str | None) -> str:
+            return f"pix2pix gan.mode {m}" if m else "a CNN (no gan: section)"
+
+        raise ConfigError(
+            f"cannot resume {run_dir}: it trains {kind(card.gan_mode)} but the config gives {kind(mode)}; "
+            "resume with the run's own config, or start a new run"
+        )
+
+
 def _fit_kwargs(trainer: L.Trainer, *, trust: bool = False) -> dict[str, Any]:
     # Lightning >= 2.5 asks whether resumed checkpoints may hold more than weights. Ours
     # hold loop and optimiser states as plain data, opened like any checkpoint: weights
@@ -457,6 +479,7 @@ def train(
         previous, old_card = _resumed_card(last_ckpt, run_dir, manifest, trust=trust_checkpoint,
                                            allow_changed_dataset=allow_changed_dataset)
         mean, std, weights = old_card.mean, old_card.std, old_card.class_weights
+        _check_same_kind(old_card, cfg, run_dir)
     else:
         weights = _class_weights(cfg, manifest)
 
@@ -468,8 +491,11 @@ def train(
         mean=mean, std=std, pin_memory=torch.cuda.is_available(),
     )
     meta = training_card(cfg, manifest, mean=datamodule.mean, std=datamodule.std, class_weights=weights).to_dict()
-    module = SegmentationModule(cfg.to_dict(), meta, pretrained=last_ckpt is None)
+    module_class = GANModule if cfg.gan is not None else SegmentationModule
+    module = module_class(cfg.to_dict(), meta, pretrained=last_ckpt is None)
     _check_input_size(module.model, cfg, input_size)
+    if isinstance(module, GANModule):
+        module.check_input_size(input_size)
 
     owner = _is_global_zero()
     created = False
@@ -528,7 +554,7 @@ def train(
 
 def _start_record(
     run_dir: Path, cfg: TrainConfig, manifest: DatasetManifest, meta: dict[str, Any],
-    module: SegmentationModule, previous: dict[str, Any] | None, last_ckpt: Path | None,
+    module: L.LightningModule, previous: dict[str, Any] | None, last_ckpt: Path | None,
 ) -> dict[str, Any]:
     now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     path = run_dir / "run.json"
@@ -563,6 +589,8 @@ def _start_record(
         "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "parameters": params,
                   "trainable_parameters": trainable},
     })
+    if isinstance(module, GANModule):
+        record["model"]["discriminator_parameters"] = sum(p.numel() for p in module.discriminator.parameters())
     if previous is not None:
         entry = {"time": now, "checkpoint": str(last_ckpt), "epoch": previous.get("epoch"),
                  "global_step": previous.get("global_step")}
@@ -575,8 +603,9 @@ def _start_record(
 
 def _finish_record(run_dir: Path, record: dict[str, Any], trainer: L.Trainer, status: str, seconds: float) -> None:
     best = next((cb for cb in trainer.checkpoint_callbacks
-                 if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_miou"), None)
+                 if isinstance(cb, ModelCheckpoint) and cb.monitor is not None), None)
     score = best.best_model_score if best is not None else None
+    score = None if score is None or not np.isfinite(float(score)) else float(score)
     record.update({
         "status": status,
         "end_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -584,8 +613,10 @@ def _finish_record(run_dir: Path, record: dict[str, Any], trainer: L.Trainer, st
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "best_checkpoint": str(best.best_model_path) if best is not None and best.best_model_path else None,
-        "best_val_miou": None if score is None or not np.isfinite(float(score)) else float(score),
+        "best_val_miou": score if best is not None and best.monitor == "val_miou" else None,
     })
+    if best is not None and best.monitor != "val_miou":
+        record[f"best_{best.monitor}"] = score
     write_json(run_dir / "run.json", record)
 
 
@@ -607,4 +638,6 @@ def run_summary(run_dir: str | os.PathLike) -> str:
         parts.append(format_duration(float(record["train_time_s"])))
     if best is not None:
         parts.append(f"best val mean IoU {best:.3f}")
+    if record.get("best_val_l1") is not None:  # a pix2pix map -> SEM run
+        parts.append(f"best val L1 {record['best_val_l1']:.3f}")
     return f"training {', '.join(parts)}\nrun folder: {run_dir}"

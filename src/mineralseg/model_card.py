@@ -137,6 +137,9 @@ class ModelCard:
         Scores on the validation split when the checkpoint was saved (None before).
     approach, encoder_weights, freeze_encoder, class_weights
         Training choices.
+    gan_mode
+        ``"segment"`` (pix2pix SEM -> map), ``"synthesize"`` (pix2pix map -> SEM), or
+        None for every CNN.
     checkpoint, epoch, global_step, weights, config, versions
         Provenance, filled when a checkpoint is read (``weights``: "trained" or
         "moving average").
@@ -164,6 +167,7 @@ class ModelCard:
     validation_iou: dict[str, float] | None = None
     validation_miou: float | None = None
     approach: str | None = None
+    gan_mode: str | None = None
     encoder_weights: str | None = None
     freeze_encoder: bool = False
     class_weights: list[float] | None = None

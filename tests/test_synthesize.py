@@ -262,3 +262,111 @@ def test_load_generator_refuses_a_pix2pix_of_the_other_mode(monkeypatch):
     with pytest.raises(UserError, match="is a pix2pix model of mode 'segment' .*gan mode 'synthesize'"):
         load_generator("seg.ckpt")
     assert synth_mod.SYNTHESIZE_MODE == "synthesize"
+
+
+# --------------------------------------------------------------------------- synthetic_pairs: in training
+def _generated_pairs(tmp_path, monkeypatch, *, classes=TINY_CLASSES, sem_scale=1.0) -> "Path":
+    """A synthesize output folder for the tiny dataset (64-px tiles, sem_scale 1): two maps
+    of 150 x 130 px with a 20-px mount around the section, through `synthesize` itself."""
+    from mineralseg.evaluate import checkpoint as ckpt
+
+    card = _card(tile_size=64, input_size=64, sem_scale=sem_scale, class_names=classes)
+    monkeypatch.setattr(ckpt, "load_checkpoint_model", lambda p, **kw: (PerClassGrey(), card))
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    maps = []
+    for k in range(2):
+        ids = _labels((150, 130), seed=k)
+        ids[:20], ids[-20:], ids[:, :20], ids[:, -20:] = OUTSIDE, OUTSIDE, OUTSIDE, OUTSIDE
+        maps.append(tmp_path / f"map{k}.png")
+        Image.fromarray(ids).save(maps[-1])
+    out = tmp_path / "generated"
+    synthesize(tmp_path / "gen.ckpt", maps, out, progress=False)
+    return out
+
+
+def test_batches_hold_the_stated_share_of_generated_tiles(tiny_dataset, tmp_path, monkeypatch):
+    from mineralseg.data import SegmentationDataModule
+    from mineralseg.data.augment import AugmentConfig
+
+    pairs = _generated_pairs(tmp_path, monkeypatch)
+    for share, per_batch in ((0.25, 1), (0.5, 2), (1.0, 4)):
+        dm = SegmentationDataModule(tiny_dataset, batch_size=4, synthetic_pairs=pairs, synthetic_share=share,
+                                    mean=0.5, std=0.25, augment=AugmentConfig(enabled=False))
+        torch.manual_seed(0)
+        batches = list(dm.train_dataloader())
+        assert len(batches) == 4  # 16 real tiles / 4: as many steps per epoch as without the pairs
+        for b in batches:
+            flags = b["synthetic"]
+            assert int(flags.sum()) == per_batch and b["image"].shape == (4, 1, 64, 64)
+            grey = np.rint((b["image"][flags, 0].numpy() * 0.25 + 0.5) * 255).astype(int)
+            mask = b["mask"][flags].numpy()
+            assert set(np.unique(grey)) <= {0, *GREYS}  # crops of the generated images ...
+            lut = np.full(256, 0)
+            lut[:3] = GREYS
+            np.testing.assert_array_equal(grey, lut[mask])  # ... aligned with their labels
+            assert ((mask != 255).mean(axis=(1, 2)) >= 0.4).all()  # mostly inside the section
+        real = torch.cat([b["index"][~b["synthetic"]] for b in batches]).tolist()
+        assert len(set(real)) == len(real) == 16 - 4 * per_batch  # real tiles shuffled, none twice in an epoch
+    assert dm.val_dataloader().dataset is dm.datasets["val"]  # validation: real tiles only
+
+
+def test_training_with_synthetic_pairs_records_them_and_feeds_the_share(tiny_dataset, tmp_path, monkeypatch):
+    from conftest import tiny_train_config
+
+    from mineralseg.train import train
+    from mineralseg.train.module import SegmentationModule
+
+    pairs = _generated_pairs(tmp_path, monkeypatch)
+    seen = []
+    step = SegmentationModule.training_step
+
+    def counting(self, batch, batch_idx):
+        seen.append(int(batch["synthetic"].sum()))
+        loss = step(self, batch, batch_idx)
+        assert torch.isfinite(loss)
+        return loss
+
+    monkeypatch.setattr(SegmentationModule, "training_step", counting)
+    cfg = tiny_train_config(tiny_dataset, tmp_path / "runs", **{"trainer.max_epochs": 1,
+                                                                 "synthetic_pairs": {"path": str(pairs), "share": 0.5}})
+    run = train(cfg)
+    assert seen == [2, 2, 2, 2]
+    record = json.loads((run / "run.json").read_text())
+    used = record["synthetic_pairs"]
+    from mineralseg.data.manifest import manifest_sha256
+
+    assert used["path"] == str(pairs.resolve()) and used["share"] == 0.5 and used["generated_per_batch"] == 2
+    assert used["pairs_sha256"] == manifest_sha256(pairs / PAIRS_NAME) and used["pairs"] == ["map0", "map1"]
+    assert record["status"] == "finished"
+
+
+def test_synthetic_pairs_config_errors_stop_before_training(tiny_dataset, tmp_path, monkeypatch):
+    from conftest import tiny_train_config
+
+    from mineralseg.errors import ConfigError
+    from mineralseg.train import train
+    from mineralseg.train.config import load_train_config
+
+    pairs = _generated_pairs(tmp_path, monkeypatch)
+    other = _generated_pairs(tmp_path / "o", monkeypatch, classes=("pore", "quartz", "feldspar"))
+    coarse = _generated_pairs(tmp_path / "c", monkeypatch, sem_scale=2.0)
+    runs = tmp_path / "runs"
+    cases = [
+        ({"path": str(pairs), "share": 0}, ConfigError, "share"),
+        ({"path": str(pairs), "share": 1.5}, ConfigError, "share"),
+        ({"path": str(pairs), "fraction": 0.5}, ConfigError, "share"),  # misspelt key: the valid ones listed
+        ({"path": str(pairs), "share": 0.1}, ConfigError, "share 0.1 of a batch of 4 tiles is no tile"),
+        ({"path": str(tmp_path / "nowhere")}, DataError, "synthetic_pairs: folder not found"),
+        ({"path": str(tmp_path)}, DataError, "holds no pairs.json"),
+        ({"path": str(other)}, DataError, r"has classes \['pore', 'quartz', 'feldspar'\] but dataset .* has "
+                                          r"\['pore', 'quartz', 'clay'\]"),
+        ({"path": str(coarse)}, DataError, "sem_scale 2 but dataset .* has sem_scale 1"),
+    ]
+    for pairs_cfg, error, message in cases:
+        with pytest.raises(error, match=message):
+            train(tiny_train_config(tiny_dataset, runs, synthetic_pairs=pairs_cfg))
+    assert not runs.exists() or not any(runs.iterdir())
+    # A relative path is read from the config file's folder.
+    (tmp_path / "train.yaml").write_text(f"dataset: {tiny_dataset}\nsynthetic_pairs: {{path: generated}}\n")
+    cfg = load_train_config(tmp_path / "train.yaml")
+    assert cfg.synthetic_pairs.path == pairs and cfg.synthetic_pairs.share == 0.25

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mineralseg.data.synthetic_pairs import PAIRS_NAME
 from mineralseg.errors import DataError, UserError
 from mineralseg.io.labels import OUTSIDE, labels_colormap, labels_description, read_labels_table
 from mineralseg.model_card import ModelCard
@@ -63,8 +64,6 @@ __all__ = [
     "working_shape",
 ]
 
-#: The list of generated pairs in a synthesize output folder.
-PAIRS_NAME = "pairs.json"
 #: Version of the pairs.json layout.
 PAIRS_VERSION = 1
 #: Card value of a map -> SEM generator.

@@ -307,6 +307,10 @@ def test_batches_hold_the_stated_share_of_generated_tiles(tiny_dataset, tmp_path
             assert ((mask != 255).mean(axis=(1, 2)) >= 0.4).all()  # mostly inside the section
         real = torch.cat([b["index"][~b["synthetic"]] for b in batches]).tolist()
         assert len(set(real)) == len(real) == 16 - 4 * per_batch  # real tiles shuffled, none twice in an epoch
+        if per_batch == 2:  # the next epoch goes on with the real tiles this one left out
+            loader = dm.train_dataloader()
+            two = [i for _ in range(2) for b in loader for i in b["index"][~b["synthetic"]].tolist()]
+            assert sorted(two) == list(range(16))
     assert dm.val_dataloader().dataset is dm.datasets["val"]  # validation: real tiles only
 
 

@@ -152,6 +152,10 @@ class SegmentationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = self._get("train")
         if self.generated is not None:
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1:
+                raise ConfigError("synthetic_pairs: training on several devices is not supported yet (every process "
+                                  "would draw the same batches); use trainer.devices: 1")
             weights = rare_class_weights(ds.class_counts(), power=self.sampler_power) if self.rare_sampler else None
             sampler = MixedBatchSampler(len(ds), len(self.generated), self.batch_size, self.generated_per_batch,
                                         weights=weights)

@@ -280,8 +280,9 @@ class MixedBatchSampler(Sampler[list[int]]):
 
     An epoch has as many batches as the real tiles alone give (``max(1, n_real //
     batch_size)``, the last incomplete batch dropped), so a run with generated pairs
-    takes the same number of optimiser steps. Real tiles come from a shuffled stream
-    (each tile once before any repeats) or, with ``weights``, are drawn with replacement
+    takes the same number of optimiser steps. Real tiles come from one shuffled stream
+    over all epochs (each tile once before any repeats; an epoch shows about ``1 - share``
+    of them and the next one goes on) or, with ``weights``, are drawn with replacement
     by the rare-class weights; generated tiles are drawn uniformly with replacement.
     Draws use torch's global generator (seeded by ``seed_everything``).
 
@@ -301,6 +302,7 @@ class MixedBatchSampler(Sampler[list[int]]):
         self.batch_size, self.generated = int(batch_size), int(generated)
         self.weights = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.double)
         self.batches = max(1, self.n_real // self.batch_size)
+        self._stream: Iterator[int] | None = None
 
     def __len__(self) -> int:
         return self.batches
@@ -313,7 +315,9 @@ class MixedBatchSampler(Sampler[list[int]]):
                 yield from torch.randperm(self.n_real).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
-        real = self._real()
+        if self._stream is None:  # one stream over all epochs: the real tiles an epoch leaves come next
+            self._stream = self._real()
+        real = self._stream
         n_real = self.batch_size - self.generated
         for _ in range(self.batches):
             batch = [next(real) for _ in range(n_real)]

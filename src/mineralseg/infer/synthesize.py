@@ -70,6 +70,8 @@ PAIRS_VERSION = 1
 SYNTHESIZE_MODE = "synthesize"
 #: Unknown colours (or ids) named in an error message, the most frequent first.
 MAX_REPORTED = 5
+#: Pixels counted at a time when checking class ids (8 MB of int64 temporaries).
+_COUNT_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------- the generator
@@ -307,7 +309,10 @@ def _known_classes(card: ModelCard) -> str:
 
 
 def _check_ids(ids: np.ndarray, card: ModelCard, path: Path) -> None:
-    counts = np.bincount(ids.ravel(), minlength=256)
+    counts = np.zeros(256, np.int64)
+    flat = ids.reshape(-1)
+    for start in range(0, flat.size, _COUNT_CHUNK):  # bincount makes int64 copies: a chunk at a time
+        counts += np.bincount(flat[start : start + _COUNT_CHUNK], minlength=256)
     bad = [v for v in np.flatnonzero(counts) if v >= card.num_classes and v != OUTSIDE]
     if bad:
         bad.sort(key=lambda v: -counts[v])

@@ -312,6 +312,11 @@ def test_batches_hold_the_stated_share_of_generated_tiles(tiny_dataset, tmp_path
             two = [i for _ in range(2) for b in loader for i in b["index"][~b["synthetic"]].tolist()]
             assert sorted(two) == list(range(16))
     assert dm.val_dataloader().dataset is dm.datasets["val"]  # validation: real tiles only
+    rare = SegmentationDataModule(tiny_dataset, batch_size=4, synthetic_pairs=pairs, synthetic_share=0.25,
+                                  rare_sampler=True, augment=AugmentConfig())  # the study's augmentation
+    batches = list(rare.train_dataloader())
+    assert [int(b["synthetic"].sum()) for b in batches] == [1, 1, 1, 1]
+    assert all(b["image"].shape == (4, 1, 64, 64) and b["mask"].shape == (4, 64, 64) for b in batches)
 
 
 def test_training_with_synthetic_pairs_records_them_and_feeds_the_share(tiny_dataset, tmp_path, monkeypatch):

@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (benchmarks/common.py, beside this script)
-from prep_memory import SINGLE_THREAD_ENV, _rss_mb  # noqa: E402  (same peak-RSS measure)
+import common  # benchmarks/common.py, beside this script
+from prep_memory import SINGLE_THREAD_ENV, _rss_mb  # the same peak-RSS measure
 
 METHODS = ("whole", "synthesize")
 TITLES = {
@@ -200,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         del images
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    working = int(round(args.size * args.scale))
+    working = round(args.size * args.scale)
     report = {
         "benchmark": "synthesize_memory",
         "params": {"size": args.size, "scale": args.scale, "working": working,
                    "megapixels": round(working**2 / 1e6, 1), "classes": args.classes, "tile": args.tile,
                    "threads": 1, "one_hot_mb": round(args.classes * working**2 * 4 / 1e6, 1),
-                   "map_mb": round(args.size**2 / 1e6, 1), "image_mb": round(working**2 / 1e6, 1)},  # fmt: skip
+                   "map_mb": round(args.size**2 / 1e6, 1), "image_mb": round(working**2 / 1e6, 1)},
         "results": results,
         "identical": identical,
         "machine": common.machine_info(),

@@ -4,6 +4,7 @@ in training, tested with tiny exact generators built here (no GAN checkpoint nee
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,12 +203,12 @@ def test_bad_inputs_give_one_error_line_and_no_output(fake_checkpoint, trained_r
     Image.fromarray(labels).save(good)
     out = tmp_path / "out"
     cases = [
-        ([str(ckpt), str(other)], "its classes ['pore', 'quartz', 'feldspar'] are not the generator's "
-                                  "['pore', 'quartz', 'clay']"),
-        ([str(ckpt), str(tmp_path / "ids.png")], "class ids 7 x60, 9 x5 are not classes of the generator, which "
-                                                 "knows 0 pore, 1 quartz, 2 clay (and 255 outside the section)"),
-        ([str(ckpt), str(tmp_path / "colours.png")], "8 pixels have colours that are not the generator's class "
-                                                     "colours: (12, 34, 56) x8"),
+        ([str(ckpt), str(other)], ("its classes ['pore', 'quartz', 'feldspar'] are not the generator's "
+                                   "['pore', 'quartz', 'clay']")),
+        ([str(ckpt), str(tmp_path / "ids.png")], ("class ids 7 x60, 9 x5 are not classes of the generator, which "
+                                                  "knows 0 pore, 1 quartz, 2 clay (and 255 outside the section)")),
+        ([str(ckpt), str(tmp_path / "colours.png")], ("8 pixels have colours that are not the generator's class "
+                                                      "colours: (12, 34, 56) x8")),
         ([str(trained_run), str(good)], "is a segmentation model (plain-unet), not a map -> SEM generator"),
         ([str(ckpt), str(tmp_path / "missing.png")], "label map not found"),
         ([str(ckpt), str(good), "--sem-scale", "0"], "sem-scale must be a positive number"),
@@ -265,7 +266,7 @@ def test_load_generator_refuses_a_pix2pix_of_the_other_mode(monkeypatch):
 
 
 # --------------------------------------------------------------------------- synthetic_pairs: in training
-def _generated_pairs(tmp_path, monkeypatch, *, classes=TINY_CLASSES, sem_scale=1.0) -> "Path":
+def _generated_pairs(tmp_path, monkeypatch, *, classes=TINY_CLASSES, sem_scale=1.0) -> Path:
     """A synthesize output folder for the tiny dataset (64-px tiles, sem_scale 1): two maps
     of 150 x 130 px with a 20-px mount around the section, through `synthesize` itself."""
     from mineralseg.evaluate import checkpoint as ckpt
@@ -367,8 +368,8 @@ def test_synthetic_pairs_config_errors_stop_before_training(tiny_dataset, tmp_pa
         ({"path": str(pairs), "share": 0.1}, ConfigError, "share 0.1 of a batch of 4 tiles is no tile"),
         ({"path": str(tmp_path / "nowhere")}, DataError, "synthetic_pairs: folder not found"),
         ({"path": str(tmp_path)}, DataError, "holds no pairs.json"),
-        ({"path": str(other)}, DataError, r"has classes \['pore', 'quartz', 'feldspar'\] but dataset .* has "
-                                          r"\['pore', 'quartz', 'clay'\]"),
+        ({"path": str(other)}, DataError, (r"has classes \['pore', 'quartz', 'feldspar'\] but dataset .* has "
+                                           r"\['pore', 'quartz', 'clay'\]")),
         ({"path": str(coarse)}, DataError, "sem_scale 2 but dataset .* has sem_scale 1"),
     ]
     for pairs_cfg, error, message in cases:

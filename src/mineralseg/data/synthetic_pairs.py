@@ -268,10 +268,10 @@ def generated_per_batch(share: float, batch_size: int) -> int:
     ConfigError
         A share that rounds to no tile.
     """
-    n = int(round(share * batch_size))
+    n = round(share * batch_size)
     if n < 1:
         raise ConfigError(f"synthetic_pairs.share {share:g} of a batch of {batch_size} tiles is no tile; raise the "
-                          f"share to at least {0.5 / batch_size:.3g} or the batch size")
+                          f"share to at least {1 / batch_size:.3g} or the batch size")
     return n
 
 

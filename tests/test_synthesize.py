@@ -178,6 +178,11 @@ def test_a_labels_tif_of_predict_is_already_on_the_working_grid(fake_checkpoint,
     np.testing.assert_array_equal(tifffile.imread(r.out / "sem.tif"), _expected(labels, 1))
     (r,) = synthesize(ckpt, [path], tmp_path / "o", SynthesizeSettings(sem_scale=3), progress=False, overwrite=True)
     assert r.working_shape == (120, 90)
+    # A map of a coarser grid (8 SEM px per pixel; the generator's working px is 4 SEM px) is upsampled by 2.
+    tifffile.imwrite(path, labels, description=labels_description(card.class_names, card.class_colors,
+                                                                  image_px_per_pixel=8.0), metadata=None)
+    cmap = read_class_map(path, card)
+    assert cmap.default_scale == 2.0 and "8 SEM px per pixel" in cmap.scale_source
 
 
 def _cli(args, capsys):

@@ -205,8 +205,8 @@ def synthesize(
     out: Path = typer.Option(..., "--out", help="Output folder; each map gets OUT/<map name>/, and OUT/pairs.json "
                              "lists the pairs (for synthetic_pairs: in a training config)."),
     sem_scale: Optional[float] = typer.Option(
-        None, "--sem-scale", help="Working-grid px per map px (default: 1 for a labels.tif of predict, else the "
-        "model's sem_scale)."),
+        None, "--sem-scale", help="Working-grid px per map px (default: the model's sem_scale for a map at label "
+        "resolution; for a labels.tif of predict, from its grid and the model's, else 1)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best available)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Windows per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output folders."),

@@ -8,8 +8,9 @@ The reverse of ``predict``: a generator trained in mode ``synthesize`` (card
    name the generator's classes), a class-id PNG/TIFF (ids ``0..C-1``, 255 outside the
    section) or an RGB colour map in the card's class colours (:func:`read_class_map`);
 2. **working grid**: the map is upsampled by nearest neighbour by ``scale`` working px
-   per map px (the card's ``sem_scale`` for a label-resolution map; 1 for a
-   ``labels.tif``, which is already on a working grid), window by window, never whole;
+   per map px (the card's ``sem_scale`` for a label-resolution map; for a ``labels.tif``,
+   which is already on a working grid, the ratio of the two grids' SEM pixels, or 1),
+   window by window, never whole;
 3. **generate** with overlapping windows of the training tile side, each resized to the
    network input (as training tiles were), one-hot encoded and blended back as an
    average of the generator's continuous output (:func:`synthesize_bands`, through
@@ -292,8 +293,9 @@ class ClassMap:
     kind : str
         ``"labels.tif"`` (written by predict), ``"class ids"`` or ``"colours"``.
     default_scale : float
-        Working px per map px when not given: 1 for a ``labels.tif`` (already on a
-        working grid), the card's ``sem_scale`` for a map at label resolution.
+        Working px per map px when not given: for a ``labels.tif`` the ratio of its SEM
+        px per pixel to the card's SEM px per working px when both are known, else 1
+        (it is on a working grid); the card's ``sem_scale`` for a map at label resolution.
     scale_source : str
         Where ``default_scale`` comes from (for the run record).
     """
@@ -402,6 +404,11 @@ def read_class_map(path: str | os.PathLike, card: ModelCard) -> ClassMap:
     ids = data.astype(np.uint8, copy=False)
     _check_ids(ids, card, path)
     if table is not None:
+        px = table.get("image_px_per_pixel")
+        if isinstance(px, (int, float)) and px > 0 and card.sem_px_per_working_px:
+            return ClassMap(ids, "labels.tif", float(px) / card.sem_px_per_working_px,
+                            f"the labels.tif ({px:g} SEM px per pixel) and the generator's working grid "
+                            f"({card.sem_px_per_working_px:g} SEM px per working px)")  # fmt: skip
         return ClassMap(ids, "labels.tif", 1.0, "1 (a labels.tif of predict is on a working grid)")
     return ClassMap(ids, "class ids", float(card.sem_scale), "the generator's sem_scale (a map at label resolution)")
 
@@ -414,8 +421,9 @@ class SynthesizeSettings:
     Attributes
     ----------
     sem_scale : float, optional
-        Working-grid px per map px. Default: 1 for a ``labels.tif`` of predict (already
-        on a working grid), the generator's ``sem_scale`` for other maps.
+        Working-grid px per map px. Default: for a ``labels.tif`` of predict, its SEM px
+        per pixel over the generator's SEM px per working px (1 when either is unknown:
+        it is on a working grid); the generator's ``sem_scale`` for other maps.
     batch_size : int
         Windows per forward pass.
     device : str, optional

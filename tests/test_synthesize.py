@@ -124,6 +124,14 @@ def test_band_by_band_equals_the_generator_on_the_whole_map(input_size):
     assert largest <= 2 * 3 * input_size**2 < 3 * up.size  # ... never the whole one-hot
 
 
+def test_a_fractional_scale_upsamples_by_centred_nearest_neighbour():
+    labels = _labels((40, 30))
+    out = synthesize_map(PerClassGrey(), labels, _card(), scale=1.5)
+    assert out.shape == (60, 45)
+    rows, cols = (np.floor((np.arange(n) + 0.5) / 1.5).astype(int) for n in (60, 45))
+    np.testing.assert_array_equal(out, _expected(labels, 1)[np.ix_(rows, cols)])
+
+
 def test_synthesize_writes_the_pair_folders_and_pairs_json(fake_checkpoint, tmp_path):
     ckpt, _ = fake_checkpoint
     labels = _labels()

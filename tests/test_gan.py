@@ -346,3 +346,45 @@ def test_a_pix2pix_row_sits_in_the_experiment_table_beside_a_cnn(tmp_path, tiny_
     grid.write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="needs gan.mode segment"):
         plan_experiment(grid, tmp_path / "exp2")
+
+
+# --------------------------------------------------------------------------- end to end
+def test_a_trained_generator_draws_pairs_that_train_a_cnn(synthesize_run, segment_run, tiny_dataset, tmp_path,
+                                                          capsys):
+    """The whole GAN-augmentation path with real checkpoints: a map -> SEM pix2pix run,
+    `mineralseg synthesize` on class maps, then a CNN trained with those pairs."""
+    from mineralseg.data.manifest import load_manifest
+
+    card = load_checkpoint_model(synthesize_run, purpose="synthesize")[1]
+    rng = np.random.default_rng(3)
+    maps = []
+    for k in range(2):
+        ids = rng.integers(0, card.num_classes, (96, 80)).astype(np.uint8)
+        ids = np.kron(ids[::8, ::8], np.ones((8, 8), np.uint8))[:96, :80]  # blocky phases
+        ids[:10], ids[:, :10] = card.ignore_index, card.ignore_index
+        maps.append(tmp_path / f"map{k}.png")
+        Image.fromarray(ids).save(maps[-1])
+    out = tmp_path / "generated"
+    code, err = _cli(["synthesize", str(synthesize_run), *map(str, maps), "--out", str(out)], capsys)
+    assert code == 0, err
+    pairs = json.loads((out / "pairs.json").read_text())
+    assert [p["name"] for p in pairs["pairs"]] == ["map0", "map1"]
+    for k, entry in enumerate(pairs["pairs"]):
+        sem = tifffile.imread(out / entry["sem"])
+        labels = tifffile.imread(out / entry["labels"])
+        ids = np.asarray(Image.open(maps[k]))
+        s = card.sem_scale
+        assert sem.dtype == np.uint8 and sem.shape == labels.shape == (round(96 * s), round(80 * s))
+        assert (sem[labels == card.ignore_index] == 0).all()  # outside stays black
+        inside = sem[labels != card.ignore_index]
+        assert inside.std() > 0  # an image, not a constant
+        assert np.array_equal(np.unique(labels[labels != card.ignore_index]), np.unique(ids[ids != card.ignore_index]))
+    # a segment checkpoint is not a generator: one error line, no folder
+    code, err = _cli(["synthesize", str(segment_run), str(maps[0]), "--out", str(tmp_path / "nope")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "error:" in err and not (tmp_path / "nope").exists()
+    # the pairs train a CNN on the same dataset
+    assert load_manifest(tiny_dataset).class_names == list(card.class_names)
+    run = train(tiny_train_config(tiny_dataset, tmp_path / "runs", **{
+        "trainer.max_epochs": 1, "synthetic_pairs": {"path": str(out), "share": 0.5}}))
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["synthetic_pairs"]["pairs"] == ["map0", "map1"]

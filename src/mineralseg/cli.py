@@ -197,6 +197,34 @@ def predict(
                    f"({r.mpx_per_s:.1f} image Mpx/s); report: {r.out / 'report.html'}")
 
 
+@app.command()
+def synthesize(
+    checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint of a pix2pix generator of mode synthesize."),
+    labels: List[Path] = typer.Argument(..., help="Class maps: labels.tif of `predict`, class-id PNG/TIFF (255 = "
+                                        "outside) or an RGB map in the model's class colours."),
+    out: Path = typer.Option(..., "--out", help="Output folder; each map gets OUT/<map name>/, and OUT/pairs.json "
+                             "lists the pairs (for synthetic_pairs: in a training config)."),
+    sem_scale: Optional[float] = typer.Option(
+        None, "--sem-scale", help="Working-grid px per map px (default: the model's sem_scale for a map at label "
+        "resolution; for a labels.tif of predict, from its grid and the model's, else 1)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best available)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Windows per forward pass."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output folders."),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="Open a checkpoint that needs more than weights (your own old files only)."),
+) -> None:
+    """Generate SEM-like images from mineral maps (map -> SEM), band by band, as training pairs."""
+    from mineralseg.infer.synthesize import SynthesizeSettings, synthesize as run_synthesize
+
+    settings = SynthesizeSettings(sem_scale=sem_scale, batch_size=batch_size, device=device)
+    results = run_synthesize(checkpoint, labels, out, settings, overwrite=overwrite, command=" ".join(sys.argv),
+                             trust_checkpoint=trust_checkpoint)
+    for r in results:
+        typer.echo(f"{r.labels.name}: {r.working_shape[0]} x {r.working_shape[1]} px SEM ({r.scale:g} px per map px), "
+                   f"{r.seconds:.1f} s; {r.out / 'sem.tif'}")
+    typer.echo(f"pairs: {Path(out) / 'pairs.json'}")
+
+
 def _parse_shape(text: Optional[str]) -> Optional[tuple[int, int]]:
     if text is None:
         return None

@@ -11,7 +11,16 @@ from torch.utils.data import DataLoader
 from mineralseg.data.augment import AugmentConfig, build_augmentation
 from mineralseg.data.dataset import TileDataset, intensity_stats
 from mineralseg.data.manifest import DatasetManifest, load_manifest
-from mineralseg.data.sampler import rare_class_sampler
+from mineralseg.data.sampler import rare_class_sampler, rare_class_weights
+from mineralseg.data.synthetic_pairs import (
+    GeneratedTileDataset,
+    MixedBatchSampler,
+    MixedDataset,
+    PairSet,
+    dataset_min_sample_fraction,
+    generated_per_batch,
+    load_pairs,
+)
 from mineralseg.errors import ConfigError
 
 __all__ = ["SegmentationDataModule"]
@@ -42,6 +51,18 @@ class SegmentationDataModule(L.LightningDataModule):
     cache : {"auto", True, False}
         Keep resized tiles in memory.
     pin_memory : bool
+    synthetic_pairs : path-like, optional
+        A ``mineralseg synthesize`` output folder: ``synthetic_share`` of every training
+        batch are crops of its generated pairs (:mod:`mineralseg.data.synthetic_pairs`),
+        prepared and augmented like the real tiles; validation and test are untouched.
+    synthetic_share : float
+        Share of each training batch drawn from the generated pairs, in (0, 1].
+
+    Raises
+    ------
+    ConfigError / DataError
+        A batch size below 1; generated pairs of other classes or another grid, a
+        share that rounds to no tile, no crop mostly inside the section.
     """
 
     def __init__(
@@ -58,6 +79,8 @@ class SegmentationDataModule(L.LightningDataModule):
         std: float | None = None,
         cache: Literal["auto"] | bool = "auto",
         pin_memory: bool = False,
+        synthetic_pairs: str | os.PathLike | None = None,
+        synthetic_share: float = 0.25,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -75,6 +98,23 @@ class SegmentationDataModule(L.LightningDataModule):
             mean, std = intensity_stats(self.manifest.split("train"))
         self.mean, self.std = float(mean), float(std)
         self.datasets: dict[str, TileDataset] = {}
+        self.pairs: PairSet | None = None
+        self.generated: GeneratedTileDataset | None = None
+        if synthetic_pairs is not None:
+            if not 0 < synthetic_share <= 1:
+                raise ConfigError(f"synthetic_pairs.share must be in (0, 1], got {synthetic_share}")
+            self.synthetic_share = float(synthetic_share)
+            self.generated_per_batch = generated_per_batch(self.synthetic_share, self.batch_size)
+            self.pairs = load_pairs(synthetic_pairs, self.manifest)
+            self.generated = GeneratedTileDataset(self.pairs, self._get("train"), tile_size=self.manifest.tile_size,
+                                                  min_fraction=dataset_min_sample_fraction(self.manifest.root))
+
+    def synthetic_record(self) -> dict | None:
+        """What the run record keeps about the generated pairs (None without them)."""
+        if self.pairs is None or self.generated is None:
+            return None
+        return {**self.pairs.record(self.synthetic_share), "generated_per_batch": self.generated_per_batch,
+                "batch_size": self.batch_size, "crop_corners": len(self.generated)}
 
     def dataset(self, split: str, *, train: bool = False) -> TileDataset:
         """The :class:`TileDataset` of a split (augmented when ``train``)."""
@@ -111,6 +151,16 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self._get("train")
+        if self.generated is not None:
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1:
+                raise ConfigError("synthetic_pairs: training on several devices is not supported yet (every process "
+                                  "would draw the same batches); use trainer.devices: 1")
+            weights = rare_class_weights(ds.class_counts(), power=self.sampler_power) if self.rare_sampler else None
+            sampler = MixedBatchSampler(len(ds), len(self.generated), self.batch_size, self.generated_per_batch,
+                                        weights=weights)
+            return DataLoader(MixedDataset(ds, self.generated), batch_sampler=sampler, num_workers=self.num_workers,
+                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
         # A last batch of one tile breaks BatchNorm statistics: drop it when possible.
         drop_last = len(ds) > self.batch_size
         if self.rare_sampler:

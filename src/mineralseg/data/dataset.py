@@ -191,6 +191,11 @@ class TileDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask = self.load(index)
+        return self.item(image, mask, index)
+
+    def item(self, image: np.ndarray, mask: np.ndarray, index: int) -> dict[str, Any]:
+        """The item of a resized (image, mask) uint8 pair: augmented (with ``transform``)
+        and normalised, as the split's own tiles are (also used for generated tiles)."""
         if self.transform is not None:
             self._seed_transform()
             out = self.transform(image=image, mask=mask)

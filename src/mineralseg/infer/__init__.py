@@ -2,6 +2,7 @@
 
 from mineralseg.infer.onnx import OnnxPredictor, export_onnx, load_onnx
 from mineralseg.infer.sliding import (
+    blend_bands,
     edge_weights,
     predict_class_bands,
     predict_classes,
@@ -14,6 +15,7 @@ __all__ = [
     "OnnxPredictor",
     "export_onnx",
     "load_onnx",
+    "blend_bands",
     "edge_weights",
     "predict_class_bands",
     "predict_classes",

@@ -18,7 +18,7 @@ of up to a few hundred megapixels.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cv2
@@ -31,6 +31,7 @@ from tqdm import tqdm
 FLIPS = ((), (3,), (2,), (2, 3))
 
 __all__ = [
+    "blend_bands",
     "edge_weights",
     "predict_class_bands",
     "predict_classes",
@@ -142,25 +143,14 @@ def predict_probability_bands(
     # Only an image smaller than a window is padded (and so loaded whole); a larger one
     # may be any array that slices (numpy, memmap, zarr): windows are read one by one.
     img = np.pad(np.asarray(image), ((0, ph), (0, pw)), mode="reflect") if (ph or pw) else image
-    H, W = h + ph, w + pw
-    weights = edge_weights(side, overlap)
-    starts = list(_windows((H, W), side, side - overlap))  # row by row, rows ascending
-    if needed is not None:
-        if needed.shape != (h, w):
-            raise ValueError(f"needed has shape {needed.shape}, the image {(h, w)}")
-        need = np.pad(needed, ((0, ph), (0, pw)))
-        starts = [(r, c) for r, c in starts if need[r : r + side, c : c + side].any()]
     dev = torch.device(device)
     if dev.type == "cpu" and isinstance(model, torch.nn.Module):
         # Channels-last convolutions: 1.6x faster than the default layout on this project's
         # CPU (benchmarks/inference_speed.py --settings); the same numbers up to rounding.
         with torch.inference_mode(False):  # normal tensors: the model can still be trained
             model.to(memory_format=torch.channels_last)
-    acc: np.ndarray | None = None  # blended sum of image rows top .. top + side
-    wsum = np.zeros((0, W), np.float32)
-    top = 0  # first image row not yet given out
-    bar = tqdm(total=len(starts), desc="predict", unit="window", disable=not progress, leave=False)
-    for chunk in _batches(starts, batch_size):
+
+    def forward(chunk: list[tuple[int, int]]) -> np.ndarray:
         crops = []
         for r, c in chunk:
             crop = np.asarray(img[r : r + side, c : c + side])
@@ -182,7 +172,79 @@ def predict_probability_bands(
             probs_t = p if probs_t is None else probs_t + p
         if flips:
             probs_t /= len(FLIPS)
-        probs = probs_t.cpu().numpy()
+        return probs_t.cpu().numpy()
+
+    yield from blend_bands(forward, (h, w), window=side, overlap=overlap, batch_size=batch_size, needed=needed,
+                           progress=progress)  # fmt: skip
+
+
+def blend_bands(
+    forward: Callable[[list[tuple[int, int]]], np.ndarray],
+    shape: tuple[int, int],
+    *,
+    window: int,
+    overlap: int,
+    batch_size: int = 4,
+    needed: np.ndarray | None = None,
+    progress: bool = False,
+    desc: str = "predict",
+) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    """Weighted average of overlapping window outputs over an (H, W) grid, final rows first.
+
+    The window walk and blending of :func:`predict_probability_bands`, for any network
+    output: ``forward`` computes a batch of windows, this function places them with
+    :func:`edge_weights` and gives out each row of the blended average once no later
+    window can touch it. Class probabilities (``predict``) and continuous images
+    (``synthesize``) are blended alike.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(chunk)`` with ``chunk`` a list of window corners ``(row, col)`` (one
+        row of windows, at most ``batch_size``) returns an (N, C, window, window)
+        float32 ndarray, the outputs of those windows at grid resolution. Windows of a
+        grid smaller than ``window`` reach past its bottom / right edge (rows and
+        columns up to ``max(H, window)``): ``forward`` supplies their content (e.g. by
+        reflection); only the grid's own rows and columns are given out.
+    shape : (int, int)
+        ``(H, W)`` of the grid.
+    window, overlap : int
+        Window side and overlap of neighbouring windows, in grid pixels.
+    batch_size : int
+        Windows per ``forward`` call.
+    needed : (H, W) bool ndarray, optional
+        Pixels whose output is wanted: windows without any are skipped.
+    progress : bool
+        A tqdm bar over the windows.
+    desc : str
+        Label of the bar.
+
+    Yields
+    ------
+    (start, stop, band)
+        ``band``: the (C, stop - start, W) float32 weighted average of rows
+        ``start .. stop``, or None for rows no window covered. Every row comes once,
+        top to bottom. ``band`` is a view into the working band: use or copy it before
+        asking for the next item. Memory: one band of ``C x window x max(W, window)``
+        float32 plus one batch of outputs.
+    """
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in [0, window), got {overlap} for window {window}")
+    h, w = (int(n) for n in shape)
+    H, W = max(h, window), max(w, window)
+    weights = edge_weights(window, overlap)
+    starts = list(_windows((H, W), window, window - overlap))  # row by row, rows ascending
+    if needed is not None:
+        if needed.shape != (h, w):
+            raise ValueError(f"needed has shape {needed.shape}, the image {(h, w)}")
+        need = np.pad(needed, ((0, H - h), (0, W - w)))
+        starts = [(r, c) for r, c in starts if need[r : r + window, c : c + window].any()]
+    acc: np.ndarray | None = None  # blended sum of grid rows top .. top + window
+    wsum = np.zeros((0, W), np.float32)
+    top = 0  # first grid row not yet given out
+    bar = tqdm(total=len(starts), desc=desc, unit="window", disable=not progress, leave=False)
+    for chunk in _batches(starts, batch_size):
+        out = forward(chunk)
         # Every batch holds windows of one row, rows ascending: rows above this one are
         # final, so give them out and move the band (one window tall) down to it.
         row = chunk[0][0]
@@ -191,11 +253,11 @@ def predict_probability_bands(
             acc, wsum = _drop_rows(acc, wsum, row - top)
             top = row
         if acc is None:
-            acc = np.zeros((probs.shape[1], side, W), np.float32)
-            wsum = np.zeros((side, W), np.float32)
-        for (_, c), p in zip(chunk, probs, strict=True):
-            acc[:, :, c : c + side] += np.multiply(p, weights, out=p)  # in place: no temporary
-            wsum[:, c : c + side] += weights
+            acc = np.zeros((out.shape[1], window, W), np.float32)
+            wsum = np.zeros((window, W), np.float32)
+        for (_, c), p in zip(chunk, out, strict=True):
+            acc[:, :, c : c + window] += np.multiply(p, weights, out=p)  # in place: no temporary
+            wsum[:, c : c + window] += weights
         bar.update(len(chunk))
     bar.close()
     yield from _release(acc, wsum, top, H, h, w)

@@ -14,6 +14,7 @@ file's folder)::
     augment: {rotate: 15, shift: 0.05, shear: 10, zoom: 0.3, hflip: true, vflip: true}
     optim: {lr: 1.0e-3, t0_steps: null, t_mult: 2, eta_min: 1.0e-6}
     trainer: {max_epochs: 50, batch_size: 8, precision: auto, devices: auto}
+    synthetic_pairs: {path: ../generated, share: 0.25}   # optional: `mineralseg synthesize` output
 
 A pix2pix GAN instead of a CNN (see docs/gan.md)::
 
@@ -50,6 +51,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
+    "SyntheticPairsConfig",
     "TrainConfig",
     "TrainerConfig",
     "apply_overrides",
@@ -217,6 +219,14 @@ GAN_ARCH = "pix2pix"
 
 def _is_gan_arch(arch: object) -> bool:
     return isinstance(arch, str) and arch.strip().lower() in (GAN_ARCH, "pix2pix-unet")
+class SyntheticPairsConfig(StrictModel):
+    """Generated pairs as extra training data (see :mod:`mineralseg.data.synthetic_pairs`)."""
+
+    path: Path = Field(description="a folder written by `mineralseg synthesize` (with pairs.json)")
+    share: float = Field(
+        0.25, gt=0, le=1,
+        description="share of every training batch drawn from crops of the generated pairs (1: generated only)",
+    )
 
 
 class TrainConfig(StrictModel):
@@ -279,6 +289,9 @@ class TrainConfig(StrictModel):
                     "(and approach)"
                 )
         return self
+    synthetic_pairs: SyntheticPairsConfig | None = Field(
+        None, description="generated pairs mixed into every training batch; null: real tiles only"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -329,6 +342,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(data.get("dataset"), str | os.PathLike):
         p = Path(data["dataset"]).expanduser()
         data["dataset"] = str(p if p.is_absolute() else (base / p))
+    pairs = data.get("synthetic_pairs")
+    if isinstance(pairs, dict) and isinstance(pairs.get("path"), str | os.PathLike):
+        p = Path(pairs["path"]).expanduser()
+        data["synthetic_pairs"] = {**pairs, "path": str(p if p.is_absolute() else (base / p))}
     run = data.get("run")
     if isinstance(run, dict) and isinstance(run.get("root"), str | os.PathLike):
         p = Path(run["root"]).expanduser()

@@ -489,6 +489,8 @@ def train(
         num_workers=cfg.trainer.num_workers, augment=cfg.augment,
         rare_sampler=cfg.imbalance.rare_sampler, sampler_power=cfg.imbalance.sampler_power,
         mean=mean, std=std, pin_memory=torch.cuda.is_available(),
+        **({"synthetic_pairs": cfg.synthetic_pairs.path, "synthetic_share": cfg.synthetic_pairs.share}
+           if cfg.synthetic_pairs is not None else {}),
     )
     meta = training_card(cfg, manifest, mean=datamodule.mean, std=datamodule.std, class_weights=weights).to_dict()
     module_class = GANModule if cfg.gan is not None else SegmentationModule
@@ -502,6 +504,8 @@ def train(
     if run_dir is None:
         run_dir, created = _run_folder(cfg, owner)
     record = _start_record(run_dir, cfg, manifest, meta, module, previous, last_ckpt) if owner else {}
+    if owner and datamodule.synthetic_record() is not None:
+        record["synthetic_pairs"] = datamodule.synthetic_record()
     if owner:
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(cfg.to_yaml())

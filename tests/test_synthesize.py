@@ -393,3 +393,10 @@ def test_synthetic_pairs_config_errors_stop_before_training(tiny_dataset, tmp_pa
     (tmp_path / "train.yaml").write_text(f"dataset: {tiny_dataset}\nsynthetic_pairs: {{path: generated}}\n")
     cfg = load_train_config(tmp_path / "train.yaml")
     assert cfg.synthetic_pairs.path == pairs and cfg.synthetic_pairs.share == 0.25
+
+
+def test_the_crop_fallback_is_prepares_default():
+    from mineralseg.data.synthetic_pairs import FALLBACK_MIN_INSIDE
+    from mineralseg.prep.config import PrepareConfig
+
+    assert FALLBACK_MIN_INSIDE == PrepareConfig.model_fields["min_sample_fraction"].default

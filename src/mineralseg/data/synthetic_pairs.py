@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from mineralseg.data.dataset import TileDataset, resize_tile
+from mineralseg.data.dataset import TileDataset
+from mineralseg.resize import resize_tile
 from mineralseg.data.manifest import DatasetManifest, manifest_sha256
 from mineralseg.errors import ConfigError, DataError
 from mineralseg.io.labels import OUTSIDE
@@ -137,16 +138,20 @@ def load_pairs(path: str | os.PathLike, manifest: DatasetManifest) -> PairSet:
                    manifest_sha256(file))
 
 
+#: Share of a crop inside the section when the dataset has no ``prepare`` record (a
+#: dataset written by other means): half, as ``prepare``'s own default. (``data`` sits
+#: beside ``prep`` in the layers, so it does not read prep's config model.)
+FALLBACK_MIN_INSIDE = 0.5
+
+
 def dataset_min_sample_fraction(root: str | os.PathLike) -> float:
-    """``min_sample_fraction`` the dataset was prepared with (its ``run.json``), else the
-    default of ``prepare``."""
+    """``min_sample_fraction`` the dataset was prepared with (its ``run.json``), else
+    :data:`FALLBACK_MIN_INSIDE`."""
     try:
         value = json.loads((Path(root) / "run.json").read_text())["config"]["min_sample_fraction"]
         return float(value)
     except (OSError, ValueError, KeyError, TypeError):
-        from mineralseg.prep.config import PrepareConfig
-
-        return float(PrepareConfig.model_fields["min_sample_fraction"].default)
+        return FALLBACK_MIN_INSIDE
 
 
 def _inside_blocks(labels: Any, step: int) -> np.ndarray:

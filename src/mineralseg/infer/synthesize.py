@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,6 +47,7 @@ from mineralseg.errors import DataError, UserError
 from mineralseg.io.labels import OUTSIDE, labels_colormap, labels_description, read_labels_table
 from mineralseg.model_card import ModelCard
 from mineralseg.models.pix2pix import one_hot_labels, tanh_to_grey
+from mineralseg.resize import resize_mask
 
 __all__ = [
     "PAIRS_NAME",
@@ -227,7 +227,7 @@ def synthesize_bands(
             block = np.asarray(labels[r0:r1])  # the map rows this window needs, read once
             win = block[rows - r0][:, cols]
             if in_side != window:
-                win = cv2.resize(win, (in_side, in_side), interpolation=cv2.INTER_NEAREST)
+                win = resize_mask(win, in_side)  # as training tiles' masks
             wins.append(win)
         return synthesize_window(generator, np.stack(wins), c, window, device)
 

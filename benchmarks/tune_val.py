@@ -33,6 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py, beside this script)
 
 
+# Time limit per tuning variant (the budget of the recorded tuning runs).
+TUNE_MINUTES = 30
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """``"name: key=value key=value"`` -> ``(name, ["key=value", ...])``."""
     name, sep, rest = text.partition(":")
@@ -53,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", required=True, metavar="'NAME: KEY=VALUE ...'",
                         help="a named set of training-config overrides (repeatable)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per variant")
-    parser.add_argument("--minutes", type=float, default=common.MAX_CNN_MINUTES,
-                        help=f"time limit per variant (default {common.MAX_CNN_MINUTES})")  # fmt: skip
+    parser.add_argument("--minutes", type=float, default=TUNE_MINUTES,
+                        help=f"time limit per variant (default {TUNE_MINUTES})")  # fmt: skip
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=2)

@@ -527,6 +527,8 @@ def train_and_evaluate_cnn(
     name: str | None = None,
     context: str = "sample",
     flips: bool = False,
+    arch: tuple[str, str | None] | None = None,
+    config_update: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one CNN from random init for ``minutes`` and evaluate it (val, then test).
 
@@ -542,7 +544,9 @@ def train_and_evaluate_cnn(
     sample whole with overlapping windows, as a user maps a whole image; the
     tile-by-tile scores are computed too, from the same checkpoint, and returned as
     ``val_tiles`` / ``test_tiles``. ``flips`` adds test-time flips to the ``sample``
-    context.
+    context. ``arch`` (architecture, encoder) replaces the method's own (for networks
+    that are not in :data:`CNN_METHODS`, e.g. pix2pix); ``config_update`` is merged
+    into the training config (nested dicts key by key).
 
     Returns
     -------
@@ -554,7 +558,7 @@ def train_and_evaluate_cnn(
     from mineralseg.evaluate.evaluate import evaluate
     from mineralseg.train.run import train
 
-    arch, encoder = CNN_METHODS[method]
+    arch, encoder = arch or CNN_METHODS[method]
     config: dict[str, Any] = {
         "dataset": str(dataset.resolve()),
         "run": {"root": str((work / "runs").resolve()), "name": name or method},
@@ -566,6 +570,7 @@ def train_and_evaluate_cnn(
     }
     if input_size:
         config["input_size"] = int(input_size)
+    _merge_into(config, config_update or {})
     if max_steps:
         config["trainer"]["max_steps"] = int(max_steps)
     with Stopwatch() as sw:
@@ -596,6 +601,15 @@ def train_and_evaluate_cnn(
     params["flips"] = bool(flips and context == "sample")
     return {"test": test_metrics, "val": val, "test_tiles": test_tiles, "val_tiles": val_tiles,
             "train_seconds": sw.seconds, "run": str(run_dir), "params": params}  # fmt: skip
+
+
+def _merge_into(base: dict[str, Any], update: dict[str, Any]) -> None:
+    """Merge ``update`` into ``base`` in place (nested dicts key by key)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge_into(base[key], value)
+        else:
+            base[key] = value
 
 
 def tile_context(metrics: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from mineralseg.models.pix2pix import one_hot_labels, tanh_to_grey
 from mineralseg.train import NonFiniteLossError, train
 from mineralseg.train.config import load_train_config
 from mineralseg.train.gan_module import GANModule
-from mineralseg.train.run import run_summary
+from mineralseg.train.run_folder import run_summary
 
 from conftest import tiny_train_config, write_tiny_dataset
 

@@ -232,7 +232,7 @@ def test_moving_average_of_weights_is_validated_saved_and_evaluated(tmp_path, ti
 
 
 def test_precision_auto_uses_bf16_only_where_the_cpu_has_it():
-    from mineralseg.train.run import cpu_has_native_bf16
+    from mineralseg.train.precision import cpu_has_native_bf16
 
     assert cpu_has_native_bf16("processor: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
     assert cpu_has_native_bf16("flags\t: fpu avx512f avx512_bf16\n")

@@ -104,7 +104,7 @@ def train(
 
     if config is None and resume is None:
         raise UserError("give a training CONFIG, or --resume RUN to continue a run")
-    from mineralseg.train.run import run_summary
+    from mineralseg.train import run_summary
 
     run = run_train(config, resume=resume, overrides=set_ or None, trust_checkpoint=trust_checkpoint,
                     allow_changed_dataset=allow_changed_dataset)

@@ -3,7 +3,7 @@
 Public entry points (imported lazily, so that ``mineralseg.train.losses`` stays
 cheap to import)::
 
-    from mineralseg.train import train, run_experiment, load_train_config
+    from mineralseg.train import train, run_summary, run_experiment, load_train_config
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 _EXPORTS = {
     "train": "mineralseg.train.run",
+    "run_summary": "mineralseg.train.run_folder",
     "read_run_metrics": "mineralseg.runs",
     "run_experiment": "mineralseg.train.experiment",
     "load_train_config": "mineralseg.train.config",

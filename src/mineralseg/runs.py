@@ -1,7 +1,7 @@
 """Reading a training run folder: the metrics logged across (resumed) sessions.
 
 A run folder (written by :func:`mineralseg.train.train`, layout in
-:mod:`mineralseg.train.run`) keeps the Lightning CSV log of the current session in
+:mod:`mineralseg.train.run_folder`) keeps the Lightning CSV log of the current session in
 ``metrics.csv``; when a run is resumed, the log of each interrupted session is set aside
 as ``logs/metrics-part<k>-until-step<s>.csv`` (``s``: the step the next session resumed
 from) and merged back at the end. Training writes these files; evaluation and reports

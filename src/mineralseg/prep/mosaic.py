@@ -562,7 +562,9 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
     grids: dict[str, list[tuple[_Grid, dict[str, float]]]] = {}
     for name in ("rows", "cols"):
         tried = [_axis_grid(c, *arrays[name], lines[name], s) for c in live[name]]
-        ranked = sorted(((t[1]["visible"] * t[1]["visible_share"], c.z, -i, t)
+        # a grid whose field 0 starts at the map's corner first (ORIGIN_AT_CORNER_P: a
+        # pitch twice the true one, fitted to every other seam, starts a field off it)
+        ranked = sorted(((t[0] is not None and t[0].origin == 0, t[1]["visible"] * t[1]["visible_share"], c.z, -i, t)
                          for i, (c, t) in enumerate(zip(live[name], tried)) if t[0] is not None), reverse=True)
         grids[name] = []
         for *_, (g, st) in ranked:
@@ -1018,8 +1020,8 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
     starts at t: ``e = origin + m * pitch + size + shift_m`` and ``t = origin + (m + 1) *
     pitch + shift_m+1``. Size, pitch and origin maximise the likelihood of the implied
     shifts (``FIT_SHIFT_LOGP``) plus the prior of an origin at the map's corner. The
-    size is the mode of the widths between two visible stripes; when no field shows
-    both of its sides it is searched around pitch minus the commonest stripe width.
+    size is searched around the mode of the widths between two visible stripes and
+    around the comb's pitch minus the commonest stripe width.
     """
     widths, gaps, idx, pos, is_end = [], [], [], [], []
     for row in found:
@@ -1040,8 +1042,12 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
     # a field with both sides visible shows its size, give or take the shifts of the
     # fields around (a visible stripe is widened where a field moved away from it)
     widths_arr = np.asarray(widths, dtype=np.int64)
-    size0 = _mode(widths_arr) if widths else c.period - _mode(np.asarray(gaps))
-    sizes = range(max(2 * s + 2, size0 - FIT_SIZE_RANGE), size0 + FIT_SIZE_RANGE + 1)
+    # (with few stripes that mode may come from one stray stripe: the sizes around the
+    # comb's pitch minus the commonest stripe width are tried too)
+    size1 = c.period - _mode(np.asarray(gaps))
+    size0 = _mode(widths_arr) if widths else size1
+    sizes = sorted({v for c0 in (size0, size1) for v in range(c0 - FIT_SIZE_RANGE, c0 + FIT_SIZE_RANGE + 1)
+                    if v >= 2 * s + 2})
     best = None
     for size in sizes:
         starts = pos - np.where(is_end, size, 0)

@@ -82,6 +82,11 @@ MIN_SEAMS = 2
 # (second comb). Clean synthetic maps reach 2-7 on grain texture, seams 7 to several
 # hundred; the visible stripes then confirm (clean maps show none).
 COMB_MIN_Z = 5.0
+# ... on an axis whose other axis reaches COMB_SURE_Z (1-px row stripes under +-2 shifts:
+# 3.8-4.8 on generated samples, their columns 18-33; clean generated maps reach up to 13
+# on one axis, and a clean map's section edges can then fit a grid on the other).
+COMB_MIN_Z_OTHER = 3.0
+COMB_SURE_Z = 15.0
 # Neighbouring gaps averaged in the comb profile (a stripe changes labels at both edges).
 COMB_SMOOTH = 5
 # Comb profile values are clipped at this many robust spreads when choosing the pitch:
@@ -547,6 +552,12 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
         scores[f"comb_z_{name}"] = round(float(cs[0].z), 2) if cs else 0.0
     if not any(live.values()):
         return "no periodic pattern in the stripe evidence"
+    # one axis shows seams clearly: the map is a mosaic, and the other axis's seams (1-px
+    # stripes mostly hidden under the shifts) need less to be looked at (visible stripes
+    # confirm)
+    for k, other in (("rows", "cols"), ("cols", "rows")):
+        if not live[k] and any(c.seed_z >= COMB_SURE_Z for c in live[other]):
+            live[k] = [c for c in candidates[k] if c.seed_z >= COMB_MIN_Z_OTHER]
 
     # visible stripes -> field size, pitch and origin per axis; of several candidate
     # pitches the one whose teeth show the most visible stripes (count x share) wins:

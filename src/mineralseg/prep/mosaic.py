@@ -17,32 +17,38 @@ Method
    cross the section, so a small section in a wide mount is no harder than a big one).
    The stripe fill is the id (among those forming most thin, long runs; or none, for
    noise stripes) whose evidence is most periodic. No comb above ``COMB_MIN_Z`` on
-   either axis means no seams, and the map comes back unchanged.
+   either axis means no seams, and the map comes back unchanged; when one axis's comb
+   is sure (``COMB_SURE_Z``), the other needs only ``COMB_MIN_Z_OTHER`` (1-px stripes
+   are mostly hidden under the shifts).
 2. *Field grid.* In each row of fields, the columns near each tooth where most
    informative pixels are junk form the visible stripe (no visible stripes: no seams).
    Field size, pitch and origin are the most likely given the field starts and ends the
    stripes imply (shifts mostly 0 or +-1, field 0 at the map's corner, widths between
-   two visible stripes). Candidate grids: the best few pitches of the comb, each +-1,
-   and the best grid with a field one pixel smaller or larger.
+   two visible stripes, or pitch minus stripe width). Candidate grids: the best few
+   pitches of the comb, each +-1, those with field 0 at the map's corner first, and the
+   best grid with a field one pixel smaller or larger.
 3. *Shifts.* Every field's position is chosen among ``nominal +- max_shift`` per axis.
    A seam between two fields scores each pair of positions by log-likelihood ratios:
    pixels claimed as stripe should be junk, neighbouring pixels inside a field agree
    like neighbours in the map, and the two borders that meet across the seam agree like
    pixels at the implied distance (1, or more where the later field overwrote the
-   earlier one). Across the other seams, the borders score the relative offset. Given
-   one axis's shifts, the other axis's shifts of all fields are solved together by
-   max-sum belief propagation over the grid of fields; the axes alternate.
+   earlier one; the mount's fill id counts there too, so that a field at the section's
+   edge lines its outline up with its neighbours'). Across the other seams, the borders
+   score the relative offset. Given one axis's shifts, the other axis's shifts of all
+   fields are solved together by max-sum belief propagation over the grid of fields;
+   the axes alternate.
 4. *Reassembly.* Fields are copied onto the clean grid in reverse raster order (a later
    field owns the pixels it overwrote); the few clean pixels no field provides (hidden
    under a later field, or pushed off the map) take the value of a neighbour.
 5. *Choice and trust.* A layout is judged by how it sorts the pixels: stripe pixels
    left in the repaired map (a missed seam line) plus field content dropped as stripe
-   (a pitch too short, a field too small). The best grid pair is tried first, then the
-   other row grids, then the other column grids, until one sorts the pixels well. The
-   result is *trusted* when few stripe pixels are left, little content was dropped and
-   the fields fit together (``confidence``); a map left alone although it shows seam
-   stripes is not trusted either. :mod:`mineralseg.prep.pipeline` stops on an untrusted
-   repair unless told to accept it.
+   (a pitch too short, a field too small; with noise stripes net of the share of
+   stripe pixels that match a neighbour by chance). The best grid pair is tried first,
+   then the other row grids, then the other column grids, until one sorts the pixels
+   well. The result is *trusted* when few stripe pixels are left, little content was
+   dropped and the fields fit together (``confidence``); a map left alone although it
+   shows seam stripes is not trusted either. :mod:`mineralseg.prep.pipeline` stops on
+   an untrusted repair unless told to accept it.
 
 Limits: fields of one size on a regular grid drawn in raster order, shifts of at most
 ``max_shift``, at least 3 fields along an axis with seams. With 1-pixel stripes a whole
@@ -51,11 +57,12 @@ stripes are wider than the nominal ones (a stripe shows where fields moved apart
 a pitch one pixel too long with shifts drifting field by field can fit the pixels as
 well as the true one, and a field at the section's edge may show too little to place
 it. On 308 whole generated samples (``benchmarks/prep_robustness.py``, 2026-11-30):
-88.6 % restored, 5.5 % flagged (not trusted; all real failures), 5.8 % wrong without
-being flagged (mostly those two cases), no crash.
+92.9 % restored, 3.9 % flagged (not trusted; all real failures), 3.2 % wrong without
+being flagged (a field at the section's edge placed 1-2 px off: 0.980-0.995 of the
+pixels right, every map the right shape), no crash.
 
-Everything runs in memory on the label grid with vectorised numpy: 0.1-2.4 s (median
-0.3 s) for the 220-1,130 px maps of the benchmark on a shared 2-core machine, and a few
+Everything runs in memory on the label grid with vectorised numpy: 0.1-1.8 s (median
+0.2 s) for the 220-1,130 px maps of the benchmark on a shared 2-core machine, and a few
 hundred MB of temporaries for a 4,700 x 4,700 map.
 """
 
@@ -80,6 +87,11 @@ MIN_SEAMS = 2
 # (second comb). Clean synthetic maps reach 2-7 on grain texture, seams 7 to several
 # hundred; the visible stripes then confirm (clean maps show none).
 COMB_MIN_Z = 5.0
+# ... on an axis whose other axis reaches COMB_SURE_Z (1-px row stripes under +-2 shifts:
+# 3.8-4.8 on generated samples, their columns 18-33; clean generated maps reach up to 13
+# on one axis, and a clean map's section edges can then fit a grid on the other).
+COMB_MIN_Z_OTHER = 3.0
+COMB_SURE_Z = 15.0
 # Neighbouring gaps averaged in the comb profile (a stripe changes labels at both edges).
 COMB_SMOOTH = 5
 # Comb profile values are clipped at this many robust spreads when choosing the pitch:
@@ -133,18 +145,20 @@ FIT_SHIFT_LOGP = np.log([0.5, 0.19, 0.06, 0.02, 1e-3])
 FIT_SIZE_RANGE = 2
 # Probability that field 0 starts exactly at the map's corner (an exported mosaic starts
 # with a whole field); other origins share the rest. A global offset of all fields and
-# the same shift of every field cannot be told apart otherwise.
-ORIGIN_AT_CORNER_P = 0.9
+# the same shift of every field cannot be told apart otherwise, and with only 3-4 fields
+# across the section a pitch one pixel too long plus a drifting shift per field explains
+# the visible stripes with smaller shifts than the true pitch (0.9 here let such grids
+# win on 2 of 308 generated samples; an origin off the corner then needs ~11 nats).
+ORIGIN_AT_CORNER_P = 0.999
 
 # --- field shifts
 # Prior of a field shift's magnitude 0, 1, 2, 3 (each further pixel: a third as likely):
 # shifts are "mostly 0 or +-1". Decides where the data cannot (a field border hidden
 # under a later field, fields outside the sample).
 SHIFT_PRIOR = (0.5, 0.19, 0.06, 0.02)
-# Pixel evidence is divided by the number of pixels along a seam that act as one
-# independent observation (labels come in runs of about 1 / p1 pixels); capped so
-# that a seam still outweighs the prior.
-EVIDENCE_RUN_MAX = 8.0
+# Pixel evidence counts in full (an earlier version divided it by the label run length,
+# up to 8: the shift prior then outweighed the few content rows of a field at the
+# section's edge, and such fields came out 1-2 px off on 1-px seams).
 # Limits on the estimated junk rates in stripes (q) and in field content (r): keeps the
 # log-likelihood ratios finite.
 Q_RANGE = (0.5, 0.98)
@@ -163,6 +177,10 @@ BP_DAMPING = 0.5
 # the other row grids, then the other column grids are tried; the least error wins.
 GRID_CANDIDATES = 2
 GOOD_LAYOUT_ERROR = 0.01
+# Largest share of a noise stripe's pixels taken to match two neighbours by chance (not
+# junk) when counting the field content a layout drops (noise stripes of the tests:
+# ~5 %); more than that inside the dropped area is field content.
+NOISE_MATCH_MAX = 0.15
 
 # --- trust
 # A repair is trusted when the seam stripes are gone: at most this share of the damaged
@@ -467,16 +485,36 @@ class _Attempt:
     error: float  # (lost + left) per stripe pixel of the damaged map
 
 
+def _noise_stripes(d: np.ndarray, dropped: np.ndarray, fill: tuple[int, ...]) -> bool:
+    """Whether the area a layout drops looks like noise stripes rather than fill-id stripes.
+
+    No fill id: noise. Otherwise: fewer than half of the pixels inside the dropped area
+    (away from every field's edge) have a fill id; when no pixel is inside (1-px
+    stripes), fill.
+    """
+    if not fill:
+        return True
+    core = ndimage.binary_erosion(dropped, border_value=1)
+    n_core = int(np.count_nonzero(core))
+    return n_core > 0 and np.count_nonzero(core & np.isin(d, list(fill))) < 0.5 * n_core
+
+
 def _attempt(d: np.ndarray, pattern: "_Pattern", i: int, j: int, s: int, before: int) -> _Attempt:
     """Solve the shifts of row grid ``i`` x column grid ``j`` and reassemble the map."""
     (gy, st_y), (gx, st_x) = pattern.rows[i], pattern.cols[j]
     llr = _likelihoods(d, pattern.junk, [st for st in (st_y, st_x) if st], s)
-    dy, dx = _solve_shifts(d, pattern.junk, pattern.info, gy, gx, s, llr)
+    dy, dx = _solve_shifts(d, pattern.junk, pattern.info, gy, gx, s, llr, pattern.border_junk)
     repaired, filled, covered = _reassemble(d, gy, gx, dy, dx)
-    content = ~(covered | pattern.junk)
-    if pattern.info is not None:
-        content &= pattern.info
-    lost = int(np.count_nonzero(content))
+    dropped = ~covered if pattern.info is None else ~covered & pattern.info
+    n_kept = int(np.count_nonzero(dropped & ~pattern.junk))
+    rate = 0.0
+    if _noise_stripes(d, dropped, pattern.fill):
+        # noise stripes: a few % of their pixels match two neighbours by chance and are
+        # not junk; they are expected in what the repair drops, at the rate seen in the
+        # dropped area (at most NOISE_MATCH_MAX: more is field content). Fill-id
+        # stripes: every non-junk pixel dropped is field content.
+        rate = min(n_kept / max(np.count_nonzero(dropped), 1), NOISE_MATCH_MAX)
+    lost = int(max(0.0, n_kept - rate * np.count_nonzero(dropped)))
     left = _stripe_pixels(repaired, pattern.fill, pattern.junk_ids)
     return _Attempt(i=i, j=j, gy=gy, gx=gx, dy=dy, dx=dx, repaired=repaired, filled=filled, llr=llr,
                     lost=lost, left=left, error=(lost + left) / max(before, 1))
@@ -492,6 +530,7 @@ class _Pattern:
     info: np.ndarray | None  # (H, W) bool, None: all informative
     fill: tuple[int, ...]
     junk_ids: set[int]
+    border_junk: np.ndarray  # (H, W) bool: junk that is not a fill id (noise, ignored ids)
 
 
 def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int, min_pitch: int,
@@ -518,6 +557,12 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
         scores[f"comb_z_{name}"] = round(float(cs[0].z), 2) if cs else 0.0
     if not any(live.values()):
         return "no periodic pattern in the stripe evidence"
+    # one axis shows seams clearly: the map is a mosaic, and the other axis's seams (1-px
+    # stripes mostly hidden under the shifts) need less to be looked at (visible stripes
+    # confirm)
+    for k, other in (("rows", "cols"), ("cols", "rows")):
+        if not live[k] and any(c.seed_z >= COMB_SURE_Z for c in live[other]):
+            live[k] = [c for c in candidates[k] if c.seed_z >= COMB_MIN_Z_OTHER]
 
     # visible stripes -> field size, pitch and origin per axis; of several candidate
     # pitches the one whose teeth show the most visible stripes (count x share) wins:
@@ -533,7 +578,9 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
     grids: dict[str, list[tuple[_Grid, dict[str, float]]]] = {}
     for name in ("rows", "cols"):
         tried = [_axis_grid(c, *arrays[name], lines[name], s) for c in live[name]]
-        ranked = sorted(((t[1]["visible"] * t[1]["visible_share"], c.z, -i, t)
+        # a grid whose field 0 starts at the map's corner first (ORIGIN_AT_CORNER_P: a
+        # pitch twice the true one, fitted to every other seam, starts a field off it)
+        ranked = sorted(((t[0] is not None and t[0].origin == 0, t[1]["visible"] * t[1]["visible_share"], c.z, -i, t)
                          for i, (c, t) in enumerate(zip(live[name], tried)) if t[0] is not None), reverse=True)
         grids[name] = []
         for *_, (g, st) in ranked:
@@ -552,7 +599,8 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
     if not grids["rows"] and not grids["cols"]:
         return "no visible seam stripes"
     return _Pattern(rows=grids["rows"] or [(_Grid.whole(h), None)], cols=grids["cols"] or [(_Grid.whole(w), None)],
-                    junk=junk, info=info, fill=fill, junk_ids=junk_ids)
+                    junk=junk, info=info, fill=fill, junk_ids=junk_ids,
+                    border_junk=junk & ~np.isin(d, list(fill)) if fill else junk)
 
 
 def _axis_grid(comb: _Comb, junk: np.ndarray, info: np.ndarray | None, length: int,
@@ -988,8 +1036,8 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
     starts at t: ``e = origin + m * pitch + size + shift_m`` and ``t = origin + (m + 1) *
     pitch + shift_m+1``. Size, pitch and origin maximise the likelihood of the implied
     shifts (``FIT_SHIFT_LOGP``) plus the prior of an origin at the map's corner. The
-    size is the mode of the widths between two visible stripes; when no field shows
-    both of its sides it is searched around pitch minus the commonest stripe width.
+    size is searched around the mode of the widths between two visible stripes and
+    around the comb's pitch minus the commonest stripe width.
     """
     widths, gaps, idx, pos, is_end = [], [], [], [], []
     for row in found:
@@ -1010,8 +1058,12 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
     # a field with both sides visible shows its size, give or take the shifts of the
     # fields around (a visible stripe is widened where a field moved away from it)
     widths_arr = np.asarray(widths, dtype=np.int64)
-    size0 = _mode(widths_arr) if widths else c.period - _mode(np.asarray(gaps))
-    sizes = range(max(2 * s + 2, size0 - FIT_SIZE_RANGE), size0 + FIT_SIZE_RANGE + 1)
+    # (with few stripes that mode may come from one stray stripe: the sizes around the
+    # comb's pitch minus the commonest stripe width are tried too)
+    size1 = c.period - _mode(np.asarray(gaps))
+    size0 = _mode(widths_arr) if widths else size1
+    sizes = sorted({v for c0 in (size0, size1) for v in range(c0 - FIT_SIZE_RANGE, c0 + FIT_SIZE_RANGE + 1)
+                    if v >= 2 * s + 2})
     best = None
     for size in sizes:
         starts = pos - np.where(is_end, size, 0)
@@ -1096,16 +1148,15 @@ def _likelihoods(d: np.ndarray, junk: np.ndarray, rates: list[dict[str, float]],
             n = np.count_nonzero(ok)
             p[dist] = np.count_nonzero((rows[:, :-dist] != rows[:, dist:]) & ok) / n if n else p_inf
         p = np.maximum.accumulate(np.clip(p, P_MIN, p_inf - P_MIN))
-        run = float(np.clip(1.0 / p[1], 1.0, EVIDENCE_RUN_MAX))
-        out[name] = _Llr(junk=float(lj1) / run, clean=float(lj0) / run,
-                         same=np.log((1 - p) / (1 - p_inf)) / run, diff=np.log(p / p_inf) / run)
+        out[name] = _Llr(junk=float(lj1), clean=float(lj0),
+                         same=np.log((1 - p) / (1 - p_inf)), diff=np.log(p / p_inf))
     out["p1"] = float(p[1])
     out["p_inf"] = p_inf
     return out
 
 
 def _solve_shifts(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, gy: _Grid, gx: _Grid,
-                  s: int, llr: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+                  s: int, llr: dict[str, Any], border_junk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shifts (dy, dx), each (nfy, nfx) in [-s, s], alternating between the two axes.
 
     First each column of fields gets its row shifts on its own (Viterbi). Then, given
@@ -1114,18 +1165,18 @@ def _solve_shifts(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, gy: 
     positions, and the borders that meet across the other seams score relative
     offsets. Rounds alternate until nothing changes.
     """
-    dT, jT, iT = d.T, junk.T, None if info is None else info.T
-    unary, pair = _axis_potentials(dT, jT, iT, gy, gx, s, None, llr["rows"])
+    dT, jT, iT, bT = d.T, junk.T, None if info is None else info.T, border_junk.T
+    unary, pair = _axis_potentials(dT, jT, iT, gy, gx, s, None, llr["rows"], bT)
     dy = _max_sum(unary, pair, None).T - s
     dx = None
     for _ in range(SHIFT_ROUNDS):
         # column shifts: seams between columns of fields + borders across row seams
-        unary, pair = _axis_potentials(d, junk, info, gx, gy, s, dy, llr["cols"])
-        across = _cross_pairs(_alignment(dT, jT, iT, gy, gx, s, dy.T, llr["rows"]), s)  # (nfx, nfy-1, k, k)
+        unary, pair = _axis_potentials(d, junk, info, gx, gy, s, dy, llr["cols"], border_junk)
+        across = _cross_pairs(_alignment(dT, bT, iT, gy, gx, s, dy.T, llr["rows"]), s)  # (nfx, nfy-1, k, k)
         dx_new = _max_sum(unary, pair, across.transpose(1, 0, 2, 3)) - s
         # row shifts likewise
-        unary, pair = _axis_potentials(dT, jT, iT, gy, gx, s, dx_new.T, llr["rows"])
-        across = _cross_pairs(_alignment(d, junk, info, gx, gy, s, dx_new, llr["cols"]), s)  # (nfy, nfx-1, k, k)
+        unary, pair = _axis_potentials(dT, jT, iT, gy, gx, s, dx_new.T, llr["rows"], bT)
+        across = _cross_pairs(_alignment(d, border_junk, info, gx, gy, s, dx_new, llr["cols"]), s)  # (nfy, nfx-1, k, k)
         dy_new = _max_sum(unary, pair, across.transpose(1, 0, 2, 3)).T - s
         done = dx is not None and np.array_equal(dx_new, dx) and np.array_equal(dy_new, dy)
         dx, dy = dx_new, dy_new
@@ -1186,7 +1237,8 @@ def _alignment(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, ga: _Gr
 
 
 def _axis_potentials(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, ga: _Grid, go: _Grid,
-                     s: int, other_shifts: np.ndarray | None, llr: _Llr) -> tuple[np.ndarray, np.ndarray]:
+                     s: int, other_shifts: np.ndarray | None, llr: _Llr,
+                     border_junk: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the candidate positions along axis 1 of ``d`` for every field.
 
     Returns ``unary`` (go.n, ga.n, 2s+1): shift prior plus, for the first and last field
@@ -1219,8 +1271,8 @@ def _axis_potentials(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, g
             w0 = nominal[:-1] + ga.size - s - 2
             cols = w0[:, None] + np.arange(wn)[None, :]
             pair[i] = _seam_scores(d, junk, info, rows, cols, la, xs, m, ca, dist, llr, s,
-                                   None if other_shifts is None else np.diff(other_shifts[i])
-                                   ).reshape(ga.n - 1, nh, nh)
+                                   None if other_shifts is None else np.diff(other_shifts[i]),
+                                   junk if border_junk is None else border_junk).reshape(ga.n - 1, nh, nh)
         # the map's ends: columns before field 0 and after the last field are stripe
         unary[i, 0] += _end_scores(d, junk, info, rows, int(nominal[0]), s, llr, left=True, width=w)
         unary[i, -1] += _end_scores(d, junk, info, rows, int(nominal[-1] + widths[-1]), s, llr,
@@ -1286,7 +1338,7 @@ def _gather(arr: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 def _seam_scores(d, junk, info, rows, cols, la, xs, m, ca, dist, llr: _Llr, s: int,
-                 ddy: np.ndarray | None) -> np.ndarray:
+                 ddy: np.ndarray | None, border_junk: np.ndarray) -> np.ndarray:
     """(n_seams, n_hyp) log-likelihood ratio of each (left end, right start) hypothesis."""
     h, w = d.shape
     valid = (cols >= 0) & (cols < w)  # (ns, wn)
@@ -1307,7 +1359,8 @@ def _seam_scores(d, junk, info, rows, cols, la, xs, m, ca, dist, llr: _Llr, s: i
     inner = cip[:, np.maximum(m - 1, 0)] + (cip[:, wn - 1:wn] - cip[:, xs])
     # the two borders that meet across the seam, rows aligned by the relative shift
     a = dw[:, :, ca]
-    ga_ = good[:, :, ca]
+    bad_b = _gather(border_junk, rows, cols) | ~valid[None]
+    ga_ = ~bad_b[:, :, ca]
     offsets = [None] if ddy is not None else list(range(-2 * s, 2 * s + 1))
     seam = None
     for off in offsets:
@@ -1315,7 +1368,7 @@ def _seam_scores(d, junk, info, rows, cols, la, xs, m, ca, dist, llr: _Llr, s: i
         rr = rows[:, None] + shift  # (nr, ns)
         rvalid = (rr >= 0) & (rr < h)
         b = _gather(d, rr, cols)[:, :, xs]
-        gb = ~(_gather(junk, rr, cols) | ~valid[None])[:, :, xs]
+        gb = ~(_gather(border_junk, rr, cols) | ~valid[None])[:, :, xs]
         ok = ga_ & gb & rvalid[:, :, None]
         val = np.where(ok, np.where(a == b, llr.same[dist], llr.diff[dist]), 0.0).sum(axis=0)
         seam = val if seam is None else np.maximum(seam, val)

@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny prepared datasets in the ``mineralseg prepare`` layout."""
+"""Shared fixtures: tiny prepared datasets in the ``mineralseg prepare`` layout.
+
+Tests mirror the package tree (``tests/prep/test_mosaic.py`` tests
+``mineralseg/prep/mosaic.py``); the helpers here are shared by all of them.
+"""
 
 from __future__ import annotations
 
@@ -252,3 +256,24 @@ def chromium(tmp_path_factory) -> HeadlessChromium:
         if executable is None:
             pytest.skip(f"headless Chromium is not installed and {why or 'the install did not provide it'}")
     return HeadlessChromium(executable, tmp_path_factory.mktemp("chromium"))
+
+
+def mosaic_dataset(tiny_dataset, root):
+    """Copy of the tiny dataset whose 4 test tiles sit 2 x 2 in one sample with its whole images."""
+    shutil.copytree(tiny_dataset, root)
+    raw = json.loads((root / "manifest.json").read_text())
+    size = raw["tile_size"]
+    image = np.zeros((2 * size, 2 * size), np.uint8)
+    labels = np.zeros_like(image)
+    test = [t for t in raw["tiles"] if t["split"] == "test"]
+    for k, t in enumerate(test):
+        r, c = (k // 2) * size, (k % 2) * size
+        image[r : r + size, c : c + size] = np.asarray(Image.open(root / t["image"]))
+        labels[r : r + size, c : c + size] = np.asarray(Image.open(root / t["mask"]))
+        t.update(sample="mosaic", row=r, col=c)
+    raw["samples"].append("mosaic")
+    (root / "samples" / "mosaic").mkdir(parents=True)
+    Image.fromarray(image).save(root / "samples" / "mosaic" / "sem_aligned.png")
+    Image.fromarray(labels).save(root / "samples" / "mosaic" / "labels_aligned.png")
+    (root / "manifest.json").write_text(json.dumps(raw))
+    return root, image, labels

@@ -159,7 +159,7 @@ def test_bad_gan_configs_are_config_errors(tmp_path):
 
 
 def test_shipped_gan_configs_are_valid():
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = Path(__file__).resolve().parents[2] / "configs"
     for name, mode in (("pix2pix-segment.yaml", "segment"), ("pix2pix-synthesize.yaml", "synthesize")):
         cfg = load_train_config(configs / name)
         assert cfg.gan.mode == mode and cfg.model.arch == "pix2pix" and cfg.model.options["base_filters"] == 32

@@ -483,7 +483,7 @@ def test_shipped_study_grids_are_valid(tmp_path):
     """The Table 1-3 grids parse, name known models, and suit their input sizes."""
     from mineralseg.train.experiment import plan_experiment
 
-    grids = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+    grids = Path(__file__).resolve().parents[2] / "configs" / "experiments"
     expected = {  # (rows of the study's table, input size, classes dataset)
         "table1-128.yaml": (11, 128, "study-4groups"),
         "table2-256.yaml": (6, 256, "study-4groups"),

@@ -22,7 +22,7 @@ from mineralseg.prep.registration import corner_error
 from mineralseg.prep.registration_labels import class_levels, register_label_maps, warp_labels
 from mineralseg.synth import generate_sample
 
-SANDSTONE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sandstone-xrm"
+SANDSTONE = Path(__file__).resolve().parents[3] / "shared" / "data" / "sandstone-xrm"
 OUTPUTS = ["disagreement.png", "metrics.json", "mineralogy_compare.csv", "mineralogy_compare.json",
            "registration_qa.png", "report.html"]
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mineralseg.data import load_manifest
 from mineralseg.errors import DataError, UserError
@@ -22,6 +19,8 @@ from mineralseg.infer import (
     predict_probability_bands,
     window_starts,
 )
+
+from conftest import mosaic_dataset
 
 
 class PixelModel(torch.nn.Module):
@@ -270,29 +269,8 @@ def test_predict_classes_holds_a_band_not_the_image_probabilities():
     np.testing.assert_array_equal(sparse[needed], predict_classes(model, image, **kwargs)[needed])
 
 
-def _mosaic_dataset(tiny_dataset, root):
-    """Copy of the tiny dataset whose 4 test tiles sit 2 x 2 in one sample with its whole images."""
-    shutil.copytree(tiny_dataset, root)
-    raw = json.loads((root / "manifest.json").read_text())
-    size = raw["tile_size"]
-    image = np.zeros((2 * size, 2 * size), np.uint8)
-    labels = np.zeros_like(image)
-    test = [t for t in raw["tiles"] if t["split"] == "test"]
-    for k, t in enumerate(test):
-        r, c = (k // 2) * size, (k % 2) * size
-        image[r : r + size, c : c + size] = np.asarray(Image.open(root / t["image"]))
-        labels[r : r + size, c : c + size] = np.asarray(Image.open(root / t["mask"]))
-        t.update(sample="mosaic", row=r, col=c)
-    raw["samples"].append("mosaic")
-    (root / "samples" / "mosaic").mkdir(parents=True)
-    Image.fromarray(image).save(root / "samples" / "mosaic" / "sem_aligned.png")
-    Image.fromarray(labels).save(root / "samples" / "mosaic" / "labels_aligned.png")
-    (root / "manifest.json").write_text(json.dumps(raw))
-    return root, image, labels
-
-
 def test_evaluate_with_sample_context_predicts_each_sample_whole(trained_run, tiny_dataset, tmp_path):
-    dataset, image, labels = _mosaic_dataset(tiny_dataset, tmp_path / "mosaic")
+    dataset, image, labels = mosaic_dataset(tiny_dataset, tmp_path / "mosaic")
     tiles = evaluate(trained_run, dataset, out=tmp_path / "t", panels=0, progress=False)
     whole = evaluate(trained_run, dataset, out=tmp_path / "s", panels=2, progress=False, context="sample")
     assert whole["context"] == "sample" and tiles["context"] == "tile"

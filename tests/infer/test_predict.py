@@ -27,10 +27,10 @@ from mineralseg.infer.predict import (
     working_scale,
 )
 
-from test_infer import _mosaic_dataset
+from conftest import mosaic_dataset
 
 NO_OUTLINE = PredictSettings(sem_px=1, outline="none")
-REAL_BSE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-bse" / "BSE_Image.jpg"
+REAL_BSE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-bse" / "BSE_Image.jpg"
 
 
 def _read(path):
@@ -41,7 +41,7 @@ def _read(path):
 def mosaic(trained_run, tiny_dataset, tmp_path_factory):
     """The tiny dataset with a whole 128 x 128 test sample, and that sample as a TIFF."""
     root = tmp_path_factory.mktemp("mosaic")
-    dataset, image, labels = _mosaic_dataset(tiny_dataset, root / "dataset")
+    dataset, image, labels = mosaic_dataset(tiny_dataset, root / "dataset")
     tifffile.imwrite(root / "mosaic.tif", image)
     return dataset, image, labels, root / "mosaic.tif"
 

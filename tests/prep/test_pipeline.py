@@ -246,7 +246,7 @@ def test_prepare_bad_input_leaves_nothing(tmp_path, how):
 
 
 # --------------------------------------------------------------------------- real data
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SANDSTONE = REPO.parent / "shared" / "data" / "sandstone-xrm"
 
 

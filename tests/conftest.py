@@ -1,7 +1,7 @@
 """Shared fixtures: tiny prepared datasets in the ``mineralseg prepare`` layout.
 
 Tests mirror the package tree (``tests/prep/test_mosaic.py`` tests
-``mineralseg/prep/mosaic.py``); the helpers here are shared by all of them.
+``mineralseg/prep/mosaic/``); the helpers here are shared by all of them.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from mineralseg.prep.mosaic.grid import (
     _make_grid,
 )
 from mineralseg.prep.mosaic.reassemble import _reassemble, _seam_continuity
-from mineralseg.prep.mosaic.shifts import _likelihoods, _solve_shifts
+from mineralseg.prep.mosaic.shifts import _likelihoods, _Maps, _solve_shifts
 
 # Candidate grids kept per axis (best visible stripes first, and the best one with a
 # field one pixel smaller and larger). The best pair is repaired first; while the repair
@@ -204,13 +204,14 @@ def repair_mosaic(
     s = int(max_shift)
     scores: dict[str, Any] = {}
     pattern = _find_pattern(d, seam_fill_ids, ignore_index, s, int(min_pitch), scores)
-    if isinstance(pattern, str):
+    if isinstance(pattern, _NoPattern):
         share = _stripe_share(d, _mount_ids(d, ignore_index), ignore_index)
-        scores.update(reason=pattern, stripe_share=round(share, 4), seconds=round(time.perf_counter() - t_start, 3))
+        scores.update(reason=pattern.reason, stripe_share=round(share, 4),
+                      seconds=round(time.perf_counter() - t_start, 3))
         doubt = ""
         if share > MAX_UNDETECTED_STRIPES:
             doubt = (f"{100 * share:.1f} % of the section looks like seam stripes but no field grid fits them "
-                     f"({pattern})")
+                     f"({pattern.reason})")
         return MosaicRepair(repaired=d.copy(), detected=False, scores=scores, trusted=not doubt, doubt=doubt)
     # the likeliest layout first; while it misclassifies pixels (a missed seam line
     # leaves stripes in the repaired map; a pitch too short or a field too small throws
@@ -305,7 +306,8 @@ def _attempt(d: np.ndarray, pattern: _Pattern, i: int, j: int, s: int, before: i
     """Solve the shifts of row grid ``i`` x column grid ``j`` and reassemble the map."""
     (gy, st_y), (gx, st_x) = pattern.rows[i], pattern.cols[j]
     llr = _likelihoods(d, pattern.junk, [st for st in (st_y, st_x) if st], s)
-    dy, dx = _solve_shifts(d, pattern.junk, pattern.info, gy, gx, s, llr, pattern.border_junk)
+    maps = _Maps(d=d, junk=pattern.junk, info=pattern.info, border_junk=pattern.border_junk)
+    dy, dx = _solve_shifts(maps, gy, gx, s, llr)
     repaired, filled, covered = _reassemble(d, gy, gx, dy, dx)
     dropped = ~covered if pattern.info is None else ~covered & pattern.info
     n_kept = int(np.count_nonzero(dropped & ~pattern.junk))
@@ -335,12 +337,19 @@ class _Pattern:
     border_junk: np.ndarray  # (H, W) bool: junk that is not a fill id (noise, ignored ids)
 
 
+@dataclass(frozen=True)
+class _NoPattern:
+    """What :func:`_find_pattern` found when there is no seam pattern: why not."""
+
+    reason: str  # one phrase, e.g. "no visible seam stripes" (``MosaicRepair.scores["reason"]``)
+
+
 def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int, min_pitch: int,
-                  scores: dict[str, Any]) -> _Pattern | str:
-    """Steps 1-3: fill, junk, pitch and the field grid per axis (or why there is none)."""
+                  scores: dict[str, Any]) -> _Pattern | _NoPattern:
+    """Steps 1-3: fill, junk, pitch and the field grid per axis, or why there is none."""
     h, w = d.shape
     if max(h, w) // MIN_SEAMS < min_pitch:
-        return "map too small for 3 fields"
+        return _NoPattern("map too small for 3 fields")
     hdiff = d[:, 1:] != d[:, :-1]
     vdiff = d[1:, :] != d[:-1, :]
     extra = {int(ignore_index)} if ignore_index is not None else set()
@@ -358,7 +367,7 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
     for name, cs in candidates.items():
         scores[f"comb_z_{name}"] = round(float(cs[0].z), 2) if cs else 0.0
     if not any(live.values()):
-        return "no periodic pattern in the stripe evidence"
+        return _NoPattern("no periodic pattern in the stripe evidence")
     # one axis shows seams clearly: the map is a mosaic, and the other axis's seams (1-px
     # stripes mostly hidden under the shifts) need less to be looked at (visible stripes
     # confirm)
@@ -399,7 +408,7 @@ def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int
         if grids[name]:
             scores[f"visible_seams_{name}"] = round(grids[name][0][1]["visible_share"], 3)
     if not grids["rows"] and not grids["cols"]:
-        return "no visible seam stripes"
+        return _NoPattern("no visible seam stripes")
     return _Pattern(rows=grids["rows"] or [(_Grid.whole(h), None)], cols=grids["cols"] or [(_Grid.whole(w), None)],
                     junk=junk, info=info, fill=fill, junk_ids=junk_ids,
                     border_junk=junk & ~np.isin(d, list(fill)) if fill else junk)

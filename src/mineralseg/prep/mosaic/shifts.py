@@ -46,6 +46,53 @@ class _Llr:
     diff: np.ndarray  # (d,) a pair at clean distance d that differs
 
 
+@dataclass(frozen=True)
+class _Maps:
+    """The damaged map and its pixel masks, as the shift search reads them.
+
+    Positions along axis 1 are searched; :attr:`T` gives the same maps for axis 0.
+    """
+
+    d: np.ndarray  # (H, W) ids
+    junk: np.ndarray  # (H, W) bool: junk pixels (fill flanked by content, noise, ignored ids)
+    info: np.ndarray | None  # (H, W) bool: informative pixels; None: all
+    border_junk: np.ndarray  # (H, W) bool: pixels not compared across a seam (junk that is not a fill id)
+
+    @property
+    def T(self) -> _Maps:
+        """The transposed maps (views)."""
+        return _Maps(d=self.d.T, junk=self.junk.T, info=None if self.info is None else self.info.T,
+                     border_junk=self.border_junk.T)
+
+
+@dataclass(frozen=True)
+class _SeamHypotheses:
+    """Every (left field state u, right field state v) of one seam, in window columns.
+
+    Each array is (n_hyp,) with ``n_hyp = (2s+1)**2``, hypotheses in [u, v] raster order.
+    """
+
+    la: np.ndarray  # end of the left field
+    xs: np.ndarray  # start of the right field
+    m: np.ndarray  # min(la, xs): the left field shows columns before it
+    ca: np.ndarray  # last visible column of the left field
+    dist: np.ndarray  # clean distance between column ca and column xs
+
+    @classmethod
+    def of_seam(cls, s: int, sw: int) -> _SeamHypotheses:
+        """Hypotheses for shifts -s..s of both fields and a nominal stripe ``sw`` wide.
+
+        The window starts ``s + 2`` columns before the left field's nominal end.
+        """
+        nh = 2 * s + 1
+        uu, vv = np.meshgrid(np.arange(nh), np.arange(nh), indexing="ij")
+        la = (uu + 2).ravel()
+        xs = (sw + 2 + vv).ravel()
+        m = np.minimum(la, xs)
+        ca = m - 1
+        return cls(la=la, xs=xs, m=m, ca=ca, dist=la - ca)
+
+
 def _likelihoods(d: np.ndarray, junk: np.ndarray, rates: list[dict[str, float]], s: int) -> dict[str, Any]:
     """Junk rates in stripes / fields and pair statistics of the map, as LLR tables."""
     q = sum(st["junk_in"] for st in rates) / max(sum(st["info_in"] for st in rates), 1)
@@ -78,8 +125,7 @@ def _likelihoods(d: np.ndarray, junk: np.ndarray, rates: list[dict[str, float]],
     return out
 
 
-def _solve_shifts(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, gy: _Grid, gx: _Grid,
-                  s: int, llr: dict[str, Any], border_junk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _solve_shifts(maps: _Maps, gy: _Grid, gx: _Grid, s: int, llr: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Shifts (dy, dx), each (nfy, nfx) in [-s, s], alternating between the two axes.
 
     First each column of fields gets its row shifts on its own (Viterbi). Then, given
@@ -88,18 +134,18 @@ def _solve_shifts(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, gy: 
     positions, and the borders that meet across the other seams score relative
     offsets. Rounds alternate until nothing changes.
     """
-    dT, jT, iT, bT = d.T, junk.T, None if info is None else info.T, border_junk.T
-    unary, pair = _axis_potentials(dT, jT, iT, gy, gx, s, None, llr["rows"], bT)
+    maps_t = maps.T
+    unary, pair = _axis_potentials(maps_t, gy, gx, s, None, llr["rows"])
     dy = _max_sum(unary, pair, None).T - s
     dx = None
     for _ in range(SHIFT_ROUNDS):
         # column shifts: seams between columns of fields + borders across row seams
-        unary, pair = _axis_potentials(d, junk, info, gx, gy, s, dy, llr["cols"], border_junk)
-        across = _cross_pairs(_alignment(dT, bT, iT, gy, gx, s, dy.T, llr["rows"]), s)  # (nfx, nfy-1, k, k)
+        unary, pair = _axis_potentials(maps, gx, gy, s, dy, llr["cols"])
+        across = _cross_pairs(_alignment(maps_t, gy, gx, s, dy.T, llr["rows"]), s)  # (nfx, nfy-1, k, k)
         dx_new = _max_sum(unary, pair, across.transpose(1, 0, 2, 3)) - s
         # row shifts likewise
-        unary, pair = _axis_potentials(dT, jT, iT, gy, gx, s, dx_new.T, llr["rows"], bT)
-        across = _cross_pairs(_alignment(d, border_junk, info, gx, gy, s, dx_new, llr["cols"]), s)  # (nfy, nfx-1, k, k)
+        unary, pair = _axis_potentials(maps_t, gy, gx, s, dx_new.T, llr["rows"])
+        across = _cross_pairs(_alignment(maps, gx, gy, s, dx_new, llr["cols"]), s)  # (nfy, nfx-1, k, k)
         dy_new = _max_sum(unary, pair, across.transpose(1, 0, 2, 3)).T - s
         done = dx is not None and np.array_equal(dx_new, dx) and np.array_equal(dy_new, dy)
         dx, dy = dx_new, dy_new
@@ -122,14 +168,14 @@ def _line_rows(go: _Grid, i: int, s: int, h: int) -> np.ndarray:
     return np.arange(r0, max(r0, r1))
 
 
-def _alignment(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, ga: _Grid, go: _Grid, s: int,
-               along: np.ndarray, llr: _Llr) -> np.ndarray:
+def _alignment(maps: _Maps, ga: _Grid, go: _Grid, s: int, along: np.ndarray, llr: _Llr) -> np.ndarray:
     """(go.n, ga.n - 1, 4s+1) LLR of the two borders meeting at each seam along axis 1.
 
     For fields at positions ``nominal + along`` (axis 1), compares the last visible
     column of the left field with the first column of the right one, the right one
-    offset along axis 0 by -2s..2s.
+    offset along axis 0 by -2s..2s (pixels of ``maps.border_junk`` are not compared).
     """
+    d, junk = maps.d, maps.border_junk
     h, w = d.shape
     offs = np.arange(-2 * s, 2 * s + 1)
     out = np.zeros((go.n, max(ga.n - 1, 0), offs.size))
@@ -159,10 +205,9 @@ def _alignment(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, ga: _Gr
     return out
 
 
-def _axis_potentials(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, ga: _Grid, go: _Grid,
-                     s: int, other_shifts: np.ndarray | None, llr: _Llr,
-                     border_junk: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the candidate positions along axis 1 of ``d`` for every field.
+def _axis_potentials(maps: _Maps, ga: _Grid, go: _Grid, s: int, other_shifts: np.ndarray | None,
+                     llr: _Llr) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the candidate positions along axis 1 of ``maps.d`` for every field.
 
     Returns ``unary`` (go.n, ga.n, 2s+1): shift prior plus, for the first and last field
     of each line, the map's ends; ``pair`` (go.n, ga.n - 1, 2s+1, 2s+1): the seam between
@@ -172,7 +217,7 @@ def _axis_potentials(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, g
     align the two borders that meet across a seam; when None the best alignment within
     +-2s is taken.
     """
-    h, w = d.shape
+    h = maps.d.shape[0]
     nh = 2 * s + 1
     nominal, widths = ga.nominal, ga.widths
     unary = np.broadcast_to(_shift_log_prior(s), (go.n, ga.n, nh)).copy()
@@ -180,12 +225,7 @@ def _axis_potentials(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, g
     # hypothesis grid for one seam: left field state u, right field state v
     sw = ga.pitch - ga.size if ga.detected else 0
     wn = sw + 2 * s + 4
-    uu, vv = np.meshgrid(np.arange(nh), np.arange(nh), indexing="ij")
-    la = (uu + 2).ravel()  # end of the left field, window coordinates
-    xs = (sw + 2 + vv).ravel()  # start of the right field
-    m = np.minimum(la, xs)
-    ca = m - 1  # last visible column of the left field
-    dist = la - ca
+    hyp = _SeamHypotheses.of_seam(s, sw)
     for i in range(go.n):
         rows = _line_rows(go, i, s, h)
         if rows.size == 0:
@@ -193,13 +233,11 @@ def _axis_potentials(d: np.ndarray, junk: np.ndarray, info: np.ndarray | None, g
         if ga.n > 1:
             w0 = nominal[:-1] + ga.size - s - 2
             cols = w0[:, None] + np.arange(wn)[None, :]
-            pair[i] = _seam_scores(d, junk, info, rows, cols, la, xs, m, ca, dist, llr, s,
-                                   None if other_shifts is None else np.diff(other_shifts[i]),
-                                   junk if border_junk is None else border_junk).reshape(ga.n - 1, nh, nh)
+            pair[i] = _seam_scores(maps, rows, cols, hyp, llr, s,
+                                   None if other_shifts is None else np.diff(other_shifts[i])).reshape(ga.n - 1, nh, nh)
         # the map's ends: columns before field 0 and after the last field are stripe
-        unary[i, 0] += _end_scores(d, junk, info, rows, int(nominal[0]), s, llr, left=True, width=w)
-        unary[i, -1] += _end_scores(d, junk, info, rows, int(nominal[-1] + widths[-1]), s, llr,
-                                    left=False, width=w)
+        unary[i, 0] += _end_scores(maps, rows, int(nominal[0]), s, llr, left=True)
+        unary[i, -1] += _end_scores(maps, rows, int(nominal[-1] + widths[-1]), s, llr, left=False)
     return unary, pair
 
 
@@ -260,9 +298,16 @@ def _gather(arr: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return arr[rr[:, :, None], cc[None, :, :]]
 
 
-def _seam_scores(d, junk, info, rows, cols, la, xs, m, ca, dist, llr: _Llr, s: int,
-                 ddy: np.ndarray | None, border_junk: np.ndarray) -> np.ndarray:
-    """(n_seams, n_hyp) log-likelihood ratio of each (left end, right start) hypothesis."""
+def _seam_scores(maps: _Maps, rows: np.ndarray, cols: np.ndarray, hyp: _SeamHypotheses, llr: _Llr, s: int,
+                 ddy: np.ndarray | None) -> np.ndarray:
+    """(n_seams, n_hyp) log-likelihood ratio of each (left end, right start) hypothesis.
+
+    ``rows`` (nr,): rows of the line of fields; ``cols`` (n_seams, wn): the window of
+    columns around each seam; ``ddy`` (n_seams,): the known relative shift across each
+    seam along axis 0, or None to take the best within +-2s.
+    """
+    d, junk, info, border_junk = maps.d, maps.junk, maps.info, maps.border_junk
+    la, xs, m, ca, dist = hyp.la, hyp.xs, hyp.m, hyp.ca, hyp.dist
     h, w = d.shape
     valid = (cols >= 0) & (cols < w)  # (ns, wn)
     dw = _gather(d, rows, cols)
@@ -298,11 +343,13 @@ def _seam_scores(d, junk, info, rows, cols, la, xs, m, ca, dist, llr: _Llr, s: i
     return stripe + inner + seam
 
 
-def _end_scores(d, junk, info, rows, edge: int, s: int, llr: _Llr, *, left: bool, width: int) -> np.ndarray:
+def _end_scores(maps: _Maps, rows: np.ndarray, edge: int, s: int, llr: _Llr, *, left: bool) -> np.ndarray:
     """(2s+1,) score of each position of the first (last) field against the map's end.
 
     Beyond the field's edge up to the map's end, pixels are stripe fill.
     """
+    d, junk, info = maps.d, maps.junk, maps.info
+    width = d.shape[1]
     nh = 2 * s + 1
     if left:
         stop = edge + s + 2

@@ -176,7 +176,8 @@ def repair_mosaic(
     -----
     Assumes fields of one size on a regular grid, drawn in raster order (a later field
     overwrites an earlier one where they overlap), shifts of at most ``max_shift`` and
-    at least 3 fields along an axis with seams (module docstring: method and limits).
+    at least 3 fields along an axis with seams (method and limits:
+    :mod:`mineralseg.prep.mosaic`).
     Time and memory grow linearly with the map size (about ten bytes per pixel of
     temporaries; 2-3 s for 4,700 x 4,700).
 
@@ -346,7 +347,7 @@ class _NoPattern:
 
 def _find_pattern(d: np.ndarray, seam_fill_ids, ignore_index: int | None, s: int, min_pitch: int,
                   scores: dict[str, Any]) -> _Pattern | _NoPattern:
-    """Steps 1-3: fill, junk, pitch and the field grid per axis, or why there is none."""
+    """Steps 1-2: fill, junk, pitch and the field grid per axis, or why there is none."""
     h, w = d.shape
     if max(h, w) // MIN_SEAMS < min_pitch:
         return _NoPattern("map too small for 3 fields")

@@ -212,8 +212,8 @@ def _axis_potentials(maps: _Maps, ga: _Grid, go: _Grid, s: int, other_shifts: np
     Returns ``unary`` (go.n, ga.n, 2s+1): shift prior plus, for the first and last field
     of each line, the map's ends; ``pair`` (go.n, ga.n - 1, 2s+1, 2s+1): the seam between
     fields f and f+1 of a line for [state of f, state of f+1]; states are shifts -s..s
-    from the nominal position. Seams are scored with log-likelihood ratios (module
-    docstring). ``other_shifts`` (go.n, ga.n) are the known shifts along axis 0, used to
+    from the nominal position. Seams are scored with log-likelihood ratios
+    (:mod:`mineralseg.prep.mosaic`, step 3). ``other_shifts`` (go.n, ga.n) are the known shifts along axis 0, used to
     align the two borders that meet across a seam; when None the best alignment within
     +-2s is taken.
     """

@@ -97,11 +97,11 @@ def run_child(method: str, map_path: Path, out: Path, args) -> dict:
     from mineralseg.infer.synthesize import (
         SynthesizeSettings,
         grey_from_output,
-        one_hot,
         read_class_map,
         synthesize_one,
         working_shape,
     )
+    from mineralseg.models.pix2pix import one_hot_labels
 
     torch.set_num_threads(1)
     card = _card(args.classes, args.tile, args.scale)
@@ -114,7 +114,7 @@ def run_child(method: str, map_path: Path, out: Path, args) -> dict:
         ids = np.kron(class_map.ids, np.ones((s, s), np.uint8)) if s > 1 else class_map.ids
         assert ids.shape == working_shape(class_map.ids.shape, args.scale)
         with torch.inference_mode():
-            t = generator(torch.from_numpy(one_hot(ids[None], args.classes))).numpy()[0, 0]
+            t = generator(one_hot_labels(torch.from_numpy(ids[None]), args.classes)).numpy()[0, 0]
         grey = grey_from_output(t)
         grey[ids == 255] = 0
         np.save(out, grey)

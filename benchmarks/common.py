@@ -556,6 +556,7 @@ def train_and_evaluate_cnn(
         (folder) and ``params`` (the training settings).
     """
     from mineralseg.evaluate.evaluate import evaluate
+    from mineralseg.train.config import apply_overrides
     from mineralseg.train.run import train
 
     arch, encoder = arch or CNN_METHODS[method]
@@ -570,7 +571,8 @@ def train_and_evaluate_cnn(
     }
     if input_size:
         config["input_size"] = int(input_size)
-    _merge_into(config, config_update or {})
+    if config_update:
+        config = apply_overrides(config, config_update)  # nested dicts merged key by key
     if max_steps:
         config["trainer"]["max_steps"] = int(max_steps)
     with Stopwatch() as sw:
@@ -601,15 +603,6 @@ def train_and_evaluate_cnn(
     params["flips"] = bool(flips and context == "sample")
     return {"test": test_metrics, "val": val, "test_tiles": test_tiles, "val_tiles": val_tiles,
             "train_seconds": sw.seconds, "run": str(run_dir), "params": params}  # fmt: skip
-
-
-def _merge_into(base: dict[str, Any], update: dict[str, Any]) -> None:
-    """Merge ``update`` into ``base`` in place (nested dicts key by key)."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge_into(base[key], value)
-        else:
-            base[key] = value
 
 
 def tile_context(metrics: dict[str, Any] | None) -> dict[str, Any] | None:

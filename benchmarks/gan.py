@@ -190,17 +190,15 @@ def generate_tiles(run: Path, manifest, split: str) -> tuple[list[np.ndarray], l
 
     from mineralseg.data.dataset import read_tile
     from mineralseg.evaluate.checkpoint import load_checkpoint_model
+    from mineralseg.models.pix2pix import one_hot_labels, tanh_to_grey
 
     generator, card = load_checkpoint_model(run, purpose="synthesize")
     reals, masks, fakes = [], [], []
     with torch.inference_mode():
         for tile in manifest.split(split):
             image, mask = read_tile(tile, size=manifest.out_size)
-            onehot = np.zeros((card.num_classes, *mask.shape), np.float32)
-            for c in range(card.num_classes):
-                onehot[c] = mask == c
-            t = generator(torch.from_numpy(onehot)[None])[0, 0].numpy()
-            fake = np.clip(np.rint((t + 1.0) * 127.5), 0, 255).astype(np.uint8)
+            t = generator(one_hot_labels(torch.from_numpy(mask)[None], card.num_classes))[0, 0]
+            fake = tanh_to_grey(t).numpy()
             fake[mask == manifest.ignore_index] = 0
             reals.append(image)
             masks.append(mask)
@@ -225,8 +223,8 @@ def wasserstein_per_class(a_images, a_masks, b_images, b_masks, names) -> dict[s
 
 def flat_images(train_images, train_masks, masks, n: int) -> list[np.ndarray]:
     """Each class painted its mean grey of the training tiles."""
-    means = [float(class_values(train_images, train_masks, c).mean()) if class_values(train_images, train_masks, c).size
-             else 0.0 for c in range(n)]  # fmt: skip
+    values = [class_values(train_images, train_masks, c) for c in range(n)]
+    means = [float(v.mean()) if v.size else 0.0 for v in values]
     lut = np.zeros(256, np.uint8)
     lut[:n] = np.rint(means).astype(np.uint8)
     return [lut[m] for m in masks]
@@ -276,7 +274,6 @@ def part_synthesize(args, found: dict[str, Path]) -> list[dict[str, Any]]:
             UNET, gen_data, work, minutes=args.minutes, input_size=input_size(name), seed=seed,
             num_workers=args.num_workers, batch_size=args.batch_size, max_steps=args.steps,
             name=f"{UNET}-on-generated-seed{seed}"))  # fmt: skip
-    reals, masks, _ = generate_tiles(run, manifest, "test")  # real test tiles again (cheap)
     references = {
         "real training tiles": wasserstein_per_class(train_images, train_masks, reals, masks, names),
         "flat class means": wasserstein_per_class(flat_images(train_images, train_masks, masks, len(names)), masks,
@@ -323,7 +320,7 @@ def few_pairs_dataset(args) -> tuple[Path, Path]:
     return dataset, others
 
 
-def label_maps_of(others, dataset: Path, out: Path) -> list[Path]:
+def label_maps_of(others, out: Path) -> list[Path]:
     """Class-id PNGs of the other slices' label maps (as ``prepare`` reads them)."""
     import quality_sandstone
     from mineralseg.io import write_png
@@ -344,7 +341,7 @@ def part_augment(args) -> list[dict[str, Any]]:
 
     dataset, others = few_pairs_dataset(args)
     work = args.out / "few"
-    maps = label_maps_of(others, dataset, work / "label-maps")
+    maps = label_maps_of(others, work / "label-maps")
     plain, augmented = [], []
     for seed in args.seeds:
         run, _ = train_synthesizer(dataset, work, args, seed, f"{GAN_SYNTH}-few-seed{seed}")

@@ -89,7 +89,7 @@ def fake_checkpoint(monkeypatch, tmp_path):
 
     def fake(p, *, map_location="cpu", trust=False, **kwargs):
         if str(p) != str(path):
-            return real(p, map_location=map_location, trust=trust)
+            return real(p, map_location=map_location, trust=trust, **kwargs)
         made.append(PerClassGrey())
         return made[-1], _card(checkpoint=str(path))
 
@@ -222,7 +222,7 @@ def test_bad_inputs_give_one_error_line_and_no_output(fake_checkpoint, trained_r
                                                   "knows 0 pore, 1 quartz, 2 clay (and 255 outside the section)")),
         ([str(ckpt), str(tmp_path / "colours.png")], ("8 pixels have colours that are not the generator's class "
                                                       "colours: (12, 34, 56) x8")),
-        ([str(trained_run), str(good)], "is a segmentation model (plain-unet), not a map -> SEM generator"),
+        ([str(trained_run), str(good)], "is a plain-unet segmentation checkpoint, not a map -> SEM generator"),
         ([str(ckpt), str(tmp_path / "missing.png")], "label map not found"),
         ([str(ckpt), str(good), "--sem-scale", "0"], "sem-scale must be a positive number"),
         ([str(ckpt), str(good), str(tmp_path / "x" / "good.png")], "same file name"),
@@ -269,11 +269,17 @@ def test_a_failed_run_leaves_no_folder(fake_checkpoint, tmp_path, monkeypatch):
 
 
 def test_load_generator_refuses_a_pix2pix_of_the_other_mode(monkeypatch):
+    """The loader's own purpose check refuses it (one message, evaluate.checkpoint.check_purpose)."""
     from mineralseg.evaluate import checkpoint as ckpt
 
-    monkeypatch.setattr(ckpt, "load_checkpoint_model",
-                        lambda p, **kw: (PerClassGrey(), _card(gan_mode="segment", arch="pix2pix")))
-    with pytest.raises(UserError, match="is a pix2pix model of mode 'segment' .*gan mode 'synthesize'"):
+    seg = _card(gan_mode="segment", arch="pix2pix")
+
+    def loader(p, *, purpose="segment", **kw):
+        ckpt.check_purpose(seg, purpose, p)
+        return PerClassGrey(), seg
+
+    monkeypatch.setattr(ckpt, "load_checkpoint_model", loader)
+    with pytest.raises(UserError, match=r"seg.ckpt is a pix2pix SEM -> map \(segment\) checkpoint, not a map -> SEM"):
         load_generator("seg.ckpt")
     assert synth_mod.SYNTHESIZE_MODE == "synthesize"
 

@@ -91,14 +91,8 @@ def load_generator(checkpoint: str | os.PathLike, device: str | torch.device = "
     """
     from mineralseg.evaluate import checkpoint as ckpt
 
-    model, card = ckpt.load_checkpoint_model(checkpoint, map_location=device, trust=trust, purpose=SYNTHESIZE_MODE)
-    if card.gan_mode != SYNTHESIZE_MODE:
-        what = "a segmentation model" if card.gan_mode is None else f"a pix2pix model of mode {card.gan_mode!r}"
-        raise UserError(
-            f"{checkpoint} is {what} ({card.model_name}), not a map -> SEM generator: give a checkpoint "
-            "trained with gan mode 'synthesize'"
-        )
-    return model, card
+    # the loader refuses every checkpoint but a map -> SEM generator (evaluate.checkpoint.check_purpose)
+    return ckpt.load_checkpoint_model(checkpoint, map_location=device, trust=trust, purpose=SYNTHESIZE_MODE)
 
 
 def grey_from_output(t: np.ndarray) -> np.ndarray:

@@ -410,6 +410,41 @@ def output_folder(out: str | os.PathLike, image: str | os.PathLike) -> Path:
     return Path(out) / Path(name).stem
 
 
+def output_folders(
+    out: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    *,
+    overwrite: bool,
+    what: str,
+    none_given: str,
+    files_only: bool = False,
+) -> list[Path]:
+    """The output folder of each input (:func:`output_folder`), all checked before any work.
+
+    ``what`` names an input in the messages ("image", "label map"); ``none_given`` is the
+    message for an empty list; ``files_only`` refuses folders as inputs (a zarr image is
+    a folder, a label map is not).
+
+    Raises
+    ------
+    UserError
+        No input, two inputs with the same name (their folders would collide), a missing
+        input, an existing output folder unless ``overwrite``.
+    """
+    if not inputs:
+        raise UserError(none_given)
+    folders = [output_folder(out, p) for p in inputs]
+    if len(set(folders)) != len(folders):
+        raise UserError(f"two {what}s have the same file name, so their output folders would collide: "
+                        + ", ".join(str(p) for p in inputs))
+    for path, folder in zip(inputs, folders):
+        if not (Path(path).is_file() if files_only else Path(path).exists()):
+            raise UserError(f"{what} not found: {path}")
+        if folder.exists() and not overwrite:
+            raise UserError(f"{folder} already exists (use --overwrite to replace it)")
+    return folders
+
+
 def predict_image(
     model: Any,
     card: ModelCard,
@@ -712,17 +747,8 @@ def predict(
         every image before any work), a checkpoint that is not a mineralseg model,
         or any error of :func:`predict_image` (earlier images' folders stay complete).
     """
-    if not images:
-        raise UserError("give at least one IMAGE to map")
-    folders = [output_folder(out, p) for p in images]
-    if len(set(folders)) != len(folders):
-        raise UserError("two images have the same file name, so their output folders would collide: "
-                        + ", ".join(str(p) for p in images))
-    for image, folder in zip(images, folders):
-        if not Path(image).exists():
-            raise UserError(f"image not found: {image}")
-        if folder.exists() and not overwrite:
-            raise UserError(f"{folder} already exists (use --overwrite to replace it)")
+    folders = output_folders(out, images, overwrite=overwrite, what="image",
+                             none_given="give at least one IMAGE to map")
     # On a cluster the device names the workers' device; the client holds the model on the CPU.
     dev = _device(settings.device) if settings.scheduler is None else torch.device("cpu")
     with tempfile.TemporaryDirectory(prefix="mineralseg-predict-") as scratch:

@@ -617,21 +617,12 @@ def synthesize(
         a checkpoint that is not a map -> SEM generator, any error of
         :func:`read_class_map`, a ``pairs.json`` of other classes in ``OUT``.
     """
-    from mineralseg.infer.predict import _device, output_folder
+    from mineralseg.infer.predict import _device, output_folders
     from mineralseg.io.atomic import write_json
 
-    if not inputs:
-        raise UserError("give at least one LABELS map to synthesize from")
     out = Path(out)
-    folders = [output_folder(out, p) for p in inputs]
-    if len(set(folders)) != len(folders):
-        raise UserError("two maps have the same file name, so their output folders would collide: "
-                        + ", ".join(str(p) for p in inputs))
-    for path, folder in zip(inputs, folders):
-        if not Path(path).is_file():
-            raise UserError(f"label map not found: {path}")
-        if folder.exists() and not overwrite:
-            raise UserError(f"{folder} already exists (use --overwrite to replace it)")
+    folders = output_folders(out, inputs, overwrite=overwrite, what="label map",
+                             none_given="give at least one LABELS map to synthesize from", files_only=True)
     generator, card = load_generator(checkpoint, _device(settings.device), trust=trust_checkpoint)
     pairs = _existing_pairs(out, card)
     maps = [read_class_map(p, card) for p in inputs]

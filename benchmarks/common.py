@@ -399,9 +399,12 @@ def seeds_note(row: dict[str, Any]) -> str | None:
         return None
     if not isinstance(row["seeds"][0], dict):  # rows written before the protocol kept the seeds only
         return f"{row['method']}: mean of seeds {', '.join(str(s) for s in row['seeds'])}."
-    each = ", ".join(f"seed {s['seed']}: {_fmt(s['miou'])} (val {_fmt(s['val_miou'])}, {s.get('steps')} steps, "
+    truth = all(s.get("truth_miou") is not None for s in row["seeds"])
+    each = ", ".join(f"seed {s['seed']}: " + (f"truth {_fmt(s['truth_miou'])}, labels " if truth else "")
+                     + f"{_fmt(s['miou'])} (val {_fmt(s['val_miou'])}, {s.get('steps')} steps, "
                      f"{_fmt_seconds(s.get('train_seconds'))})" for s in row["seeds"])  # fmt: skip
-    return f"{row['method']} per seed (test mean IoU): {each}."
+    what = "test mean IoU against the truth and the labels" if truth else "test mean IoU"
+    return f"{row['method']} per seed ({what}): {each}."
 
 
 def text_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:

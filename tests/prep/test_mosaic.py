@@ -309,6 +309,45 @@ def test_repair_reported_rectangular_samples(seed):
     assert np.mean(rep.repaired == s.labels_clean) >= MIN_ACCURACY
 
 
+def test_comb_at_a_given_pitch_finds_its_phase():
+    """_comb_at: the comb of a pitch the caller proposes, at the phase of the seams."""
+    from mineralseg.prep.mosaic.comb import _comb, _comb_at
+
+    rng = np.random.default_rng(3)
+    profile = rng.normal(0.2, 0.02, 400)
+    profile[np.arange(25, 400, 50)] += 0.3  # seams every 50 columns, from column 25
+    comb = _comb_at(profile, None, 50, min_pitch=16)
+    assert comb.period == 50 and comb.z > 10
+    assert comb.lo <= 25 % 50 <= comb.hi
+    # the same comb as the search grows when it finds that pitch itself
+    found = _comb(profile, None, min_pitch=16, top=3)[0]
+    assert (found.period, found.lo, found.hi) == (50, comb.lo, comb.hi)
+    assert _comb_at(profile, None, 201, min_pitch=16) is None  # fewer than 3 teeth fit
+    assert _comb_at(profile, None, 10, min_pitch=16) is None  # below the smallest pitch
+
+
+@pytest.mark.parametrize("index, why", [
+    (65, "1-px column stripes fitted every other seam (pitch 192, true 96)"),
+    (71, "1-px column stripes not detected, row pitch 86 (true 85)"),
+    (122, "column field 55 or 56 px (true 57): the visible stripes are widened by the shifts"),
+    (199, "taken for noise stripes (no fill id): no visible stripes, left alone and flagged"),
+])
+def test_grids_the_first_look_gets_wrong_are_found_again(index, why):
+    """Samples of benchmarks/prep_robustness.py (seed 0) that main of 2026-11-30 flagged.
+
+    Each had the wrong field grid on an axis with 1-px stripes (mostly hidden under the
+    field shifts) and was flagged; the second-chance grids (pitches near the other
+    axis's, half pitches, a field 1-2 px larger) and the next fill choice find the
+    right one, judged by how the layout sorts pixels into stripe and content.
+    """
+    s = _generated(0, index, "rect" if index % 2 else "round")
+    rep = repair_mosaic(s.labels, ignore_index=255)
+    assert rep.trusted, (why, rep.doubt)
+    assert list(rep.field_size) == s.seams["field_size"] and list(rep.seam_width) == s.seams["seam_width"], why
+    assert rep.repaired.shape == s.labels_clean.shape
+    assert np.mean(rep.repaired == s.labels_clean) >= MIN_ACCURACY
+
+
 @pytest.mark.slow
 def test_repair_on_generated_samples_of_both_shapes():
     """40 whole generated samples (seeds fixed: the first 40 of benchmarks/prep_robustness.py).
@@ -320,7 +359,7 @@ def test_repair_on_generated_samples_of_both_shapes():
     off). Since the shift model counts every pixel in full, lines up the mount's outline
     across seams, keeps field 0 at the map's corner and looks harder for 1-px row stripes
     when the columns show seams clearly, 39 are restored and 19 (a field 1 px off: content
-    dropped as stripe) is flagged (benchmark run of 2026-11-30). This test guards that
+    dropped as stripe) is flagged (benchmark runs of 2026-11-30 and 2026-12-01). This test guards that
     level: no crash, every flagged map a real failure, at least 39 restored and no
     silent failure.
     """

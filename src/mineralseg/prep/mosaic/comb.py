@@ -73,34 +73,10 @@ def _comb(profile: np.ndarray, valid: np.ndarray | None = None, *, min_pitch: in
     max_pitch = n // MIN_SEAMS
     if max_pitch < min_pitch:
         return [] if top > 1 else None
-    profile = profile.astype(np.float64)
-    valid = np.ones(n, dtype=bool) if valid is None else valid
-    base = ndimage.percentile_filter(profile, 25, size=2 * min_pitch + 1, mode="nearest")
-    rel = ndimage.uniform_filter1d(profile - base, COMB_SMOOTH, mode="nearest")
-    # noise level from the lines that cross the sample only: the mount around a small
-    # section is flat, and counting it would make every wiggle inside look significant
-    ref = rel[valid] if np.count_nonzero(valid) > 2 * min_pitch else rel
-    rel -= np.median(ref)  # zero-mean noise: otherwise combs with many teeth gain
-    sigma = max(1.4826 * float(np.median(np.abs(ref - np.median(ref)))), 1e-9)
-    rel[~valid] = 0.0
-    squashed = np.clip(rel / sigma, -COMB_CAP, COMB_CAP)
-    padded = np.zeros((2, n + max_pitch))
-    padded[0, :n] = squashed
-    padded[1, :n] = rel / sigma
-
-    def teeth(p: int, which: int) -> tuple[np.ndarray, np.ndarray]:
-        k = -(-n // p)
-        sums = padded[which, : k * p].reshape(k, p).sum(axis=0)
-        counts = np.full(p, k)
-        counts[n - (k - 1) * p:] -= 1
-        return sums, counts
+    padded, valid = _normalised(profile, valid, min_pitch)
 
     def best_phase(p: int, which: int, per: str) -> tuple[float, int]:
-        sums, counts = teeth(p, which)
-        norm = np.maximum(counts, 1) if per == "mean" else np.sqrt(np.maximum(counts, 1))
-        val = np.where(counts >= MIN_SEAMS, sums / norm, -np.inf)
-        i = int(np.argmax(val))
-        return float(val[i]), i
+        return _best_phase(padded, n, p, which, per)
 
     zs = np.array([best_phase(p, 0, "z")[0] for p in range(min_pitch, max_pitch + 1)])
     found: list[_Comb] = []
@@ -119,13 +95,75 @@ def _comb(profile: np.ndarray, valid: np.ndarray | None = None, *, min_pitch: in
         for p in (pitch, pitch - 1, pitch + 1) if top > 1 else (pitch,):
             if p < min_pitch or p > max_pitch or any(c.period == p for c in found):
                 continue
-            phase = best_phase(p, 0, "mean")[1]
-            sums, counts = teeth(p, 1)
-            z = float(sums[phase] / np.sqrt(counts[phase]))
-            seed_z = z if seed_z is None else seed_z
-            lo, hi = _bump(sums / np.maximum(counts, 1), phase)
-            found.append(_Comb(period=p, z=z, lo=lo - COMB_SMOOTH // 2, hi=hi + COMB_SMOOTH // 2, seed_z=seed_z))
+            comb = _comb_of(padded, n, p)
+            seed_z = comb.z if seed_z is None else seed_z
+            comb.seed_z = seed_z
+            found.append(comb)
     return found if top > 1 else found[0]
+
+
+def _normalised(profile: np.ndarray, valid: np.ndarray | None, min_pitch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The profile high-passed, smoothed and in units of its robust spread, padded.
+
+    Returns ``(padded, valid)``: ``padded[0]`` clipped at ``COMB_CAP`` (for choosing
+    the pitch), ``padded[1]`` not clipped (for z-scores), both zero past the profile's
+    end (``n // MIN_SEAMS`` values) and where not ``valid``.
+    """
+    n = profile.size
+    profile = profile.astype(np.float64)
+    valid = np.ones(n, dtype=bool) if valid is None else valid
+    base = ndimage.percentile_filter(profile, 25, size=2 * min_pitch + 1, mode="nearest")
+    rel = ndimage.uniform_filter1d(profile - base, COMB_SMOOTH, mode="nearest")
+    # noise level from the lines that cross the sample only: the mount around a small
+    # section is flat, and counting it would make every wiggle inside look significant
+    ref = rel[valid] if np.count_nonzero(valid) > 2 * min_pitch else rel
+    rel -= np.median(ref)  # zero-mean noise: otherwise combs with many teeth gain
+    sigma = max(1.4826 * float(np.median(np.abs(ref - np.median(ref)))), 1e-9)
+    rel[~valid] = 0.0
+    padded = np.zeros((2, n + max(n // MIN_SEAMS, 1)))
+    padded[0, :n] = np.clip(rel / sigma, -COMB_CAP, COMB_CAP)
+    padded[1, :n] = rel / sigma
+    return padded, valid
+
+
+def _teeth(padded: np.ndarray, n: int, p: int, which: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and count of the profile's values at each phase of pitch ``p``."""
+    k = -(-n // p)
+    sums = padded[which, : k * p].reshape(k, p).sum(axis=0)
+    counts = np.full(p, k)
+    counts[n - (k - 1) * p:] -= 1
+    return sums, counts
+
+
+def _best_phase(padded: np.ndarray, n: int, p: int, which: int, per: str) -> tuple[float, int]:
+    """Best (value, phase) of pitch ``p``: tooth sum per tooth (``per="mean"``) or per sqrt(teeth)."""
+    sums, counts = _teeth(padded, n, p, which)
+    norm = np.maximum(counts, 1) if per == "mean" else np.sqrt(np.maximum(counts, 1))
+    val = np.where(counts >= MIN_SEAMS, sums / norm, -np.inf)
+    i = int(np.argmax(val))
+    return float(val[i]), i
+
+
+def _comb_of(padded: np.ndarray, n: int, p: int) -> _Comb:
+    """The comb of pitch ``p`` at its best phase (``seed_z``: its own z)."""
+    phase = _best_phase(padded, n, p, 0, "mean")[1]
+    sums, counts = _teeth(padded, n, p, 1)
+    z = float(sums[phase] / np.sqrt(counts[phase]))
+    lo, hi = _bump(sums / np.maximum(counts, 1), phase)
+    return _Comb(period=p, z=z, lo=lo - COMB_SMOOTH // 2, hi=hi + COMB_SMOOTH // 2, seed_z=z)
+
+
+def _comb_at(profile: np.ndarray, valid: np.ndarray | None, pitch: int, *, min_pitch: int) -> _Comb | None:
+    """The comb of a given pitch at its best phase (None when the profile has no 3 teeth of it).
+
+    For pitches the data alone do not single out (1-pixel stripes mostly hidden under
+    the field shifts): the other axis's pitch, half a pitch that may be doubled.
+    """
+    n = profile.size
+    if pitch < max(min_pitch, 1) or pitch > n // MIN_SEAMS:
+        return None
+    padded, _ = _normalised(profile, valid, min_pitch)
+    return _comb_of(padded, n, pitch)
 
 
 def _divide_pitch(pitch: int, min_pitch: int, n: int, squashed: np.ndarray, valid: np.ndarray,

@@ -111,6 +111,7 @@ class _Evidence:
     junk: np.ndarray  # (H, W) bool
     info: np.ndarray | None  # (H, W) bool, None: all informative
     combs: dict[str, list[_Comb]]  # candidate combs per axis, best first
+    profiles: dict[str, tuple[np.ndarray, np.ndarray]]  # stripe-evidence profile and where valid, per axis
 
     @property
     def z(self) -> float:
@@ -132,23 +133,24 @@ def _evidence(d: np.ndarray, hdiff: np.ndarray, vdiff: np.ndarray, fill: tuple[i
     cover = _near_changes(hdiff, vdiff, EXTERIOR_SIDE)
     if info is not None:
         cover &= info
-    combs = {
-        "rows": _comb(*_stripe_profile(vdiff.T, junk.T, cover.T), min_pitch=min_pitch, top=COMB_CANDIDATES),
-        "cols": _comb(*_stripe_profile(hdiff, junk, cover), min_pitch=min_pitch, top=COMB_CANDIDATES),
-    }
-    return _Evidence(fill=fill, junk=junk, info=info, combs=combs)
+    profiles = {"rows": _stripe_profile(vdiff.T, junk.T, cover.T), "cols": _stripe_profile(hdiff, junk, cover)}
+    combs = {k: _comb(*v, min_pitch=min_pitch, top=COMB_CANDIDATES) for k, v in profiles.items()}
+    return _Evidence(fill=fill, junk=junk, info=info, combs=combs, profiles=profiles)
 
 
 def _detect_fill(d: np.ndarray, hdiff: np.ndarray, vdiff: np.ndarray, extra_junk: set[int],
-                 min_pitch: int) -> _Evidence:
-    """The id the seam stripes are filled with (none for noise stripes), with its evidence.
+                 min_pitch: int) -> list[_Evidence]:
+    """The ids the seam stripes may be filled with (none for noise stripes), likeliest first.
 
     Candidates are the ids with most stripe-like pixels (thin across a line, long along
     it: :func:`_stripe_like`) on either axis. Each candidate, and "no fill id", is
     tried as the fill: the one whose stripe evidence is most periodic (largest comb
     z-score, :attr:`_Evidence.z`) wins. A wrong id adds its grains inside the section
     as junk everywhere and flattens the comb; leaving out the true fill id leaves its
-    stripes as content. Needs no pitch: the comb of each choice finds its own.
+    stripes as content. Needs no pitch: the comb of each choice finds its own. The
+    other choices follow, by z-score: when the likeliest shows no visible stripes (a
+    small section with 1-px stripes can look as periodic without its fill id), the
+    next is looked at.
     """
     counts: dict[int, float] = {}
     for arr, across, along in ((d, hdiff, vdiff), (d.T, vdiff.T, hdiff.T)):
@@ -159,12 +161,8 @@ def _detect_fill(d: np.ndarray, hdiff: np.ndarray, vdiff: np.ndarray, extra_junk
             counts[int(v)] = counts.get(int(v), 0.0) + k / lines.size
     ranked = sorted(counts, key=lambda v: counts[v], reverse=True)[:FILL_CANDIDATES]
     options = [(), *((v,) for v in ranked if v not in extra_junk)]
-    best = None
-    for fill in options:
-        ev = _evidence(d, hdiff, vdiff, fill, extra_junk, min_pitch)
-        if best is None or ev.z > best.z:
-            best = ev
-    return best
+    found = [_evidence(d, hdiff, vdiff, fill, extra_junk, min_pitch) for fill in options]
+    return sorted(found, key=lambda ev: ev.z, reverse=True)
 
 
 def _stripe_like(across: np.ndarray, along: np.ndarray, lines: np.ndarray) -> np.ndarray:

@@ -82,12 +82,17 @@ class _Grid:
 
 
 def _axis_grid(comb: _Comb, junk: np.ndarray, info: np.ndarray | None, length: int,
-               lines: list[tuple[int, int]], s: int) -> tuple[_Grid | None, dict[str, float]]:
-    """Visible stripes near the comb's teeth (axis 1 of ``junk``) and the grid they fit."""
+               lines: list[tuple[int, int]], s: int, *,
+               fixed_pitch: bool = False) -> tuple[_Grid | None, dict[str, float]]:
+    """Visible stripes near the comb's teeth (axis 1 of ``junk``) and the grid they fit.
+
+    With ``fixed_pitch`` the grid has the comb's pitch and any share of visible seams
+    will do (a pitch proposed from elsewhere; the repair's layout error judges it).
+    """
     found, stats = _stripe_runs(junk, info, _bands(comb, length, s + 2), lines)
-    if stats["visible_share"] < MIN_VISIBLE_SEAMS or stats["visible"] < MIN_SEAMS:
+    if stats["visible"] < MIN_SEAMS or (stats["visible_share"] < MIN_VISIBLE_SEAMS and not fixed_pitch):
         return None, stats
-    return _fit_grid(found, comb, length, s), stats
+    return _fit_grid(found, comb, length, s, fixed_pitch=fixed_pitch), stats
 
 
 def _bands(c: _Comb, length: int, margin: int) -> np.ndarray:
@@ -172,7 +177,8 @@ def _longest_run(mask: np.ndarray, weight: np.ndarray) -> tuple[int, int] | None
     return int(starts[best]), int(stops[best])
 
 
-def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, s: int) -> _Grid | None:
+def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, s: int, *,
+              fixed_pitch: bool = False) -> _Grid | None:
     """Field grid of one axis from its visible stripes (None if they do not fit one).
 
     A visible stripe ``[e, t)`` after field m says that field m ends at e and field m+1
@@ -180,7 +186,8 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
     pitch + shift_m+1``. Size, pitch and origin maximise the likelihood of the implied
     shifts (``FIT_SHIFT_LOGP``) plus the prior of an origin at the map's corner. The
     size is searched around the mode of the widths between two visible stripes and
-    around the comb's pitch minus the commonest stripe width.
+    around the comb's pitch minus the commonest stripe width. With ``fixed_pitch`` the
+    pitch is the comb's, and the seams are at least a pixel wide.
     """
     widths, gaps, idx, pos, is_end = [], [], [], [], []
     for row in found:
@@ -210,7 +217,10 @@ def _fit_grid(found: list[list[tuple[int, int] | None]], c: _Comb, length: int, 
     best = None
     for size in sizes:
         starts = pos - np.where(is_end, size, 0)
-        pitches = range(max(size, c.period - dp), c.period + dp + 1)
+        pitches = (range(c.period, c.period + 1) if fixed_pitch
+                   else range(max(size, c.period - dp), c.period + dp + 1))
+        if fixed_pitch and c.period <= size:  # a seam of no width shows no stripe
+            continue
         if len(pitches) == 0:
             continue
         loglik, pitch, x0 = _pitch_origin(idx, starts, pitches, c.period, s)

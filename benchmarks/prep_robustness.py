@@ -20,7 +20,8 @@ least 99.5 % of its pixels; a *silent failure* is a trusted map that is not rest
 Targets (issue 16): 0 crashes, >= 99 % restored, 0 silent failures, worst corner error
 <= 0.5 label px on every map not flagged.
 
-Prints a table and writes ``benchmarks/results/prep_robustness.json`` (summary, the
+Prints a table and writes ``benchmarks/results/prep_robustness.json`` (``prep_robustness_seed<N>``
+with ``--seed N``, N > 0; summary, the
 breakdown by shape / field size / map size, and one row per sample) and ``.md``.
 
 Usage::
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py, beside this script)
 
 RESULTS = common.RESULTS
-STEM = "prep_robustness"
+STEM = "prep_robustness"  # prep_robustness_seed<N> for a benchmark seed other than 0
 # Agreement with the clean map that counts as restored (issue 16).
 MIN_AGREEMENT = 0.995
 # Largest registration corner error (label pixels) accepted on maps not flagged.
@@ -110,6 +111,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         trusted=bool(rep.trusted),
         doubt=rep.doubt or None,
         confidence=round(float(rep.confidence), 3),
+        content_lost=rep.scores.get("content_lost"),
+        residual_stripes=rep.scores.get("residual_stripes"),
+        layouts_tried=rep.scores.get("layouts_tried"),
         repaired_shape=list(rep.repaired.shape),
         found_field_size=list(rep.field_size) if rep.field_size else None,
         found_seam_width=list(rep.seam_width) if rep.seam_width else None,
@@ -152,6 +156,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "flagged": len(flagged),
         "flagged_but_fine": sum(1 for r in flagged if r["shape_ok"] and r["agreement"] >= MIN_AGREEMENT),
         "silent_failures": sum(r["silent_failure"] for r in done),
+        "silent_wrong_shape": sum(r["silent_failure"] and not r["shape_ok"] for r in done),
         "worst_agreement_trusted": min(agreements) if agreements else None,
         "worst_agreement_section_trusted": min((r["agreement_section"] for r in done if r["trusted"]), default=None),
         "registration_errors": sum(1 for r in done if r.get("registration_error")),
@@ -162,6 +167,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 COLUMNS = [("samples", "n"), ("crashes", "crashes"), ("restored_share", "restored"), ("flagged", "flagged"),
            ("flagged_but_fine", "flagged, fine"), ("silent_failures", "silent"),
+           ("silent_wrong_shape", "silent, wrong shape"),
            ("worst_agreement_trusted", "worst agreement (trusted)"),
            ("worst_agreement_section_trusted", "worst in section"),
            ("registration_errors", "registration errors"), ("worst_corner_error", "worst corner err (px)")]
@@ -269,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/prep_robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_json(RESULTS / f"{STEM}.json", {
+    stem = STEM if args.seed == 0 else f"{STEM}_seed{args.seed}"
+    write_json(RESULTS / f"{stem}.json", {
         "command": cmd.strip(),
         "date": common.today(),
         "machine": common.machine_line(info),
@@ -301,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                f"{r.get('crash') or ('silent failure' if r.get('silent_failure') else 'flagged: ' + str(r.get('doubt')))}"
                f" (agreement {r.get('agreement')})" for r in fails]
         md.append("")
-    with atomic_path(RESULTS / f"{STEM}.md") as tmp:
+    with atomic_path(RESULTS / f"{stem}.md") as tmp:
         Path(tmp).write_text("\n".join(md))
-    print(f"results: {RESULTS / STEM}.json, .md")
+    print(f"results: {RESULTS / stem}.json, .md")
     return 0
 
 

@@ -76,8 +76,8 @@ chain-of-fields margin were measured as trust signals and do not separate these 
 good repairs). The other is a pitch a pixel too short on an axis with few seams that
 sorts every pixel as well as the true one.
 
-Everything runs in memory on the label grid with vectorised numpy: 0.1-1.8 s (median
-0.3 s) for the 220-1,130 px maps of the benchmark on a shared 2-core machine, and a few
+Everything runs in memory on the label grid with vectorised numpy: 0.1-1.5 s (median
+0.2 s) for the 220-1,130 px maps of the benchmark on a shared 2-core machine, and a few
 hundred MB of temporaries for a 4,700 x 4,700 map.
 
 The package follows these steps, one module each:

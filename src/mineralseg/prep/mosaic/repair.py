@@ -200,7 +200,9 @@ def repair_mosaic(
     at least 3 fields along an axis with seams (method and limits:
     :mod:`mineralseg.prep.mosaic`).
     Time and memory grow linearly with the map size (about ten bytes per pixel of
-    temporaries; 2-3 s for 4,700 x 4,700).
+    temporaries; about 8 s for 4,700 x 4,700 on a 2-core AMD EPYC, more when the first
+    layouts sort the pixels badly and others are tried: up to 35 layouts on the
+    robustness benchmark).
 
     Examples
     --------
@@ -244,7 +246,7 @@ def repair_mosaic(
             tried[i, j] = _attempt(d, pattern, i, j, s, before)
         return tried[i, j]
 
-    best = _search_layouts(pattern, attempt)
+    best = _search_layouts(pattern, attempt, s)
     gy, gx, dy, dx, repaired, n_filled, llr = best.gy, best.gx, best.dy, best.dx, best.repaired, best.filled, best.llr
     lost, left = best.lost, best.left
     residual = left / max(before, 1)
@@ -283,10 +285,11 @@ def repair_mosaic(
     )
 
 
-def _search_layouts(pattern: _Pattern, attempt: Callable[[int, int], _Attempt]) -> _Attempt:
+def _search_layouts(pattern: _Pattern, attempt: Callable[[int, int], _Attempt], max_shift: int) -> _Attempt:
     """Step 5: the layout (row grid x column grid) that sorts the pixels best.
 
-    ``attempt(i, j)`` repairs with ``pattern.rows[i]`` x ``pattern.cols[j]`` (cached).
+    ``attempt(i, j)`` repairs with ``pattern.rows[i]`` x ``pattern.cols[j]`` (cached);
+    ``max_shift``: the largest shift searched.
     """
 
     def on_axis(axis: int, k: int, best: _Attempt) -> _Attempt:
@@ -320,8 +323,9 @@ def _search_layouts(pattern: _Pattern, attempt: Callable[[int, int], _Attempt]) 
     # after; the best of them replaces the layout only when it sorts the pixels clearly
     # better (RESCUE_GAIN)
     if best.error > GOOD_LAYOUT_ERROR:
-        pattern.rows += pattern.rescue_rows
-        pattern.cols += pattern.rescue_cols
+        extra = pattern.rescue()
+        pattern.rows += extra["rows"]
+        pattern.cols += extra["cols"]
         for axis in (0, 1, 0):
             ks = range(n_first[axis], len(grids_of(axis)))
             if best.error <= GOOD_LAYOUT_ERROR or not ks:
@@ -339,12 +343,13 @@ def _search_layouts(pattern: _Pattern, attempt: Callable[[int, int], _Attempt]) 
                 other = on_axis(axis, index_of(axis, alt, st), best)
                 if other.error < RESCUE_GAIN * best.error:
                     best = other
-    # each axis's pitch a pixel shorter and longer: with few seams a pitch a pixel off
-    # sorts the pixels as well, made up for by shifts drifting field by field; of layouts
-    # alike (the same GOOD_LAYOUT_ERROR band), the likeliest shifts win
+    # each axis's pitch a pixel shorter and longer: with few fields a pitch a pixel off
+    # sorts the pixels as well, made up for by shifts drifting field by field (possible
+    # while the drift across the axis, fields - 1 pixels, fits in the shifts' range); of
+    # layouts alike (the same GOOD_LAYOUT_ERROR band), the likeliest shifts win
     for axis in (0, 1):
         g, st = grids_of(axis)[best.i if axis == 0 else best.j]
-        for pitch in (g.pitch - 1, g.pitch + 1) if g.detected else ():
+        for pitch in (g.pitch - 1, g.pitch + 1) if g.detected and g.n - 1 <= 2 * max_shift else ():
             alt = _make_grid(g.length, pitch, g.size, g.origin)
             if alt is None or alt.size >= alt.pitch:
                 continue
@@ -426,8 +431,8 @@ class _Pattern:
     fill: tuple[int, ...]
     junk_ids: set[int]
     border_junk: np.ndarray  # (H, W) bool: junk that is not a fill id (noise, ignored ids)
-    rescue_rows: list[tuple[_Grid, dict[str, float]]]  # second-chance grids (:func:`_rescue_pitches`)
-    rescue_cols: list[tuple[_Grid, dict[str, float]]]
+    # second-chance grids per axis ("rows", "cols"; :func:`_rescue_pitches`), made on demand
+    rescue: Callable[[], dict[str, list[tuple[_Grid, dict[str, float]]]]]
 
 
 @dataclass(frozen=True)
@@ -512,20 +517,25 @@ def _pattern_of(d: np.ndarray, ev: Any, extra: set[int], s: int, min_pitch: int,
             scores[f"visible_seams_{name}"] = round(grids[name][0][1]["visible_share"], 3)
     if not grids["rows"] and not grids["cols"]:
         return _NoPattern("no visible seam stripes")
-    # second-chance grids, tried only when the grids above sort the pixels badly
-    extra_grids = {}
-    for name, other in (("rows", "cols"), ("cols", "rows")):
-        pitches = _rescue_pitches(grids[name], grids[other], candidates[name], min_pitch)
-        combs = [c for c in (_comb_at(*ev.profiles[name], p, min_pitch=min_pitch) for p in pitches) if c is not None]
-        tried = [_axis_grid(c, *arrays[name], lines[name], s, fixed_pitch=True) for c in combs]
-        extra_grids[name] = []
-        for g, st in _ranked_grids(list(zip(combs, tried)), RESCUE_CANDIDATES):
-            for size in (g.size, g.size - 1, g.size + 1):  # each with a field a pixel smaller, larger
-                alt = _make_grid(g.length, g.pitch, size, g.origin)
-                if alt is not None and alt.size < alt.pitch and not _known(alt, grids[name]):
-                    _add_grid(extra_grids[name], alt, st)
+    def rescue() -> dict[str, list[tuple[_Grid, dict[str, float]]]]:
+        """Second-chance grids per axis (made only when the grids above sort the pixels badly)."""
+        out = {}
+        for name, other in (("rows", "cols"), ("cols", "rows")):
+            pitches = _rescue_pitches(first[name], first[other], candidates[name], min_pitch)
+            combs = [c for c in (_comb_at(*ev.profiles[name], p, min_pitch=min_pitch) for p in pitches)
+                     if c is not None]
+            tried = [_axis_grid(c, *arrays[name], lines[name], s, fixed_pitch=True) for c in combs]
+            out[name] = []
+            for g, st in _ranked_grids(list(zip(combs, tried)), RESCUE_CANDIDATES):
+                for size in (g.size, g.size - 1, g.size + 1):  # each with a field a pixel smaller, larger
+                    alt = _make_grid(g.length, g.pitch, size, g.origin)
+                    if alt is not None and alt.size < alt.pitch and not _known(alt, first[name]):
+                        _add_grid(out[name], alt, st)
+        return out
+
+    first = {name: list(gs) for name, gs in grids.items()}
     return _Pattern(rows=grids["rows"] or [(_Grid.whole(h), None)], cols=grids["cols"] or [(_Grid.whole(w), None)],
-                    rescue_rows=extra_grids["rows"], rescue_cols=extra_grids["cols"],
+                    rescue=rescue,
                     junk=junk, info=info, fill=fill, junk_ids=junk_ids,
                     border_junk=junk & ~np.isin(d, list(fill)) if fill else junk)
 

@@ -348,6 +348,36 @@ def test_grids_the_first_look_gets_wrong_are_found_again(index, why):
     assert np.mean(rep.repaired == s.labels_clean) >= MIN_ACCURACY
 
 
+def test_pitch_a_pixel_too_long_loses_to_likelier_shifts():
+    """Sample 102 of ``benchmarks/prep_robustness.py --seed 1``: row pitch 96 for 95.
+
+    Main of 2026-11-30 trusted it with the wrong shape: a pitch a pixel too long, made up
+    for by shifts drifting field by field, sorted every pixel as well as the true one.
+    Both sort the pixels alike; the true pitch's shifts are likelier (log-prior -56.9
+    against -65.4) and now win.
+    """
+    s = _generated(1, 102, "round")
+    rep = repair_mosaic(s.labels, ignore_index=255)
+    assert rep.trusted, rep.doubt
+    assert list(rep.seam_width) == s.seams["seam_width"] == [5, 1]
+    assert rep.repaired.shape == s.labels_clean.shape
+    assert np.mean(rep.repaired == s.labels_clean) >= MIN_ACCURACY
+
+
+def test_a_wrong_grid_that_drops_content_is_not_trusted():
+    """Sample 188 of benchmarks/prep_robustness.py (seed 0): flagged, not trusted with the wrong shape.
+
+    Its best layout (a second-chance column grid with the origin 2 px off) drops 3 % as
+    much field content as the stripes have; restored maps drop at most 0.5 %, and the
+    limit of 5 % let this one through as a map of the wrong shape.
+    """
+    s = _generated(0, 188, "round")
+    rep = repair_mosaic(s.labels, ignore_index=255)
+    assert rep.detected and not rep.trusted
+    assert "drops field content" in rep.doubt
+    assert rep.repaired.shape != s.labels_clean.shape
+
+
 @pytest.mark.slow
 def test_repair_on_generated_samples_of_both_shapes():
     """40 whole generated samples (seeds fixed: the first 40 of benchmarks/prep_robustness.py).

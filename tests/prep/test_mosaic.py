@@ -309,21 +309,23 @@ def test_repair_reported_rectangular_samples(seed):
     assert np.mean(rep.repaired == s.labels_clean) >= MIN_ACCURACY
 
 
-def test_comb_at_a_given_pitch_finds_its_phase():
-    """_comb_at: the comb of a pitch the caller proposes, at the phase of the seams."""
-    from mineralseg.prep.mosaic.comb import _comb, _comb_at
+def test_combs_at_given_pitches_find_their_phase():
+    """_combs_at: the combs of pitches the caller proposes, at the phase of the seams."""
+    from mineralseg.prep.mosaic.comb import _comb, _combs_at
 
     rng = np.random.default_rng(3)
     profile = rng.normal(0.2, 0.02, 400)
     profile[np.arange(25, 400, 50)] += 0.3  # seams every 50 columns, from column 25
-    comb = _comb_at(profile, None, 50, min_pitch=16)
-    assert comb.period == 50 and comb.z > 10
+    # 10: below the smallest pitch; 201: fewer than 3 teeth fit
+    combs = _combs_at(profile, None, [10, 50, 49, 201], min_pitch=16)
+    assert [c.period for c in combs] == [50, 49]
+    comb = combs[0]
+    assert comb.z > 10 and combs[1].z < comb.z
     assert comb.lo <= 25 % 50 <= comb.hi
     # the same comb as the search grows when it finds that pitch itself
     found = _comb(profile, None, min_pitch=16, top=3)[0]
     assert (found.period, found.lo, found.hi) == (50, comb.lo, comb.hi)
-    assert _comb_at(profile, None, 201, min_pitch=16) is None  # fewer than 3 teeth fit
-    assert _comb_at(profile, None, 10, min_pitch=16) is None  # below the smallest pitch
+    assert _combs_at(profile, None, [201], min_pitch=16) == []
 
 
 @pytest.mark.parametrize("index, why", [

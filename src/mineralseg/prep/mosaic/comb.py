@@ -153,18 +153,20 @@ def _comb_of(padded: np.ndarray, n: int, p: int) -> _Comb:
     return _Comb(period=p, z=z, lo=lo - COMB_SMOOTH // 2, hi=hi + COMB_SMOOTH // 2, seed_z=z)
 
 
-def _comb_at(profile: np.ndarray, valid: np.ndarray | None, pitch: int, *, min_pitch: int) -> _Comb | None:
-    """The comb of a given pitch at its best phase (None when the profile has no 3 teeth of it).
+def _combs_at(profile: np.ndarray, valid: np.ndarray | None, pitches: list[int], *,
+              min_pitch: int) -> list[_Comb]:
+    """The combs of given pitches, each at its best phase (pitches without 3 teeth left out).
 
     For pitches the data alone do not single out (1-pixel stripes mostly hidden under
-    the field shifts): the other axis's pitch, half a pitch that may be doubled.
+    the field shifts): the other axis's pitch, half a pitch that may be doubled. The
+    profile is normalised once for all of them.
     """
     n = profile.size
-    if pitch < max(min_pitch, 1) or pitch > n // MIN_SEAMS:
-        return None
+    keep = [p for p in pitches if max(min_pitch, 1) <= p <= n // MIN_SEAMS]
+    if not keep:
+        return []
     padded, _ = _normalised(profile, valid, min_pitch)
-    return _comb_of(padded, n, pitch)
-
+    return [_comb_of(padded, n, p) for p in keep]
 
 def _divide_pitch(pitch: int, min_pitch: int, n: int, squashed: np.ndarray, valid: np.ndarray,
                   best_phase) -> int:

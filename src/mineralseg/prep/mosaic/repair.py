@@ -23,7 +23,7 @@ from mineralseg.prep.mosaic.comb import (
     COMB_SURE_Z,
     MIN_PITCH,
     MIN_SEAMS,
-    _comb_at,
+    _combs_at,
 )
 from mineralseg.prep.mosaic.evidence import (
     EXTERIOR_SIDE,
@@ -337,8 +337,8 @@ def _search_layouts(pattern: _Pattern, attempt: Callable[[int, int], _Attempt], 
         for axis in (0, 1):
             g, st = grids_of(axis)[best.i if axis == 0 else best.j]
             for size in (g.size - 1, g.size + 1) if g.detected else ():
-                alt = _make_grid(g.length, g.pitch, size, g.origin)
-                if alt is None or alt.size >= alt.pitch or best.error <= GOOD_LAYOUT_ERROR:
+                alt = _seamed_grid(g, g.pitch, size)
+                if alt is None or best.error <= GOOD_LAYOUT_ERROR:
                     continue
                 other = on_axis(axis, index_of(axis, alt, st), best)
                 if other.error < RESCUE_GAIN * best.error:
@@ -350,8 +350,8 @@ def _search_layouts(pattern: _Pattern, attempt: Callable[[int, int], _Attempt], 
     for axis in (0, 1):
         g, st = grids_of(axis)[best.i if axis == 0 else best.j]
         for pitch in (g.pitch - 1, g.pitch + 1) if g.detected and g.n - 1 <= 2 * max_shift else ():
-            alt = _make_grid(g.length, pitch, g.size, g.origin)
-            if alt is None or alt.size >= alt.pitch:
+            alt = _seamed_grid(g, pitch, g.size)
+            if alt is None:
                 continue
             other = on_axis(axis, index_of(axis, alt, st), best)
             if _layout_key(other) < _layout_key(best):
@@ -415,7 +415,8 @@ def _attempt(d: np.ndarray, pattern: _Pattern, i: int, j: int, s: int, before: i
         rate = min(n_kept / max(np.count_nonzero(dropped), 1), NOISE_MATCH_MAX)
     lost = int(max(0.0, n_kept - rate * np.count_nonzero(dropped)))
     left = _stripe_pixels(repaired, pattern.fill, pattern.junk_ids)
-    prior = float(_shift_log_prior(s)[dy + s].sum() + _shift_log_prior(s)[dx + s].sum())
+    log_prior = _shift_log_prior(s)
+    prior = float(log_prior[dy + s].sum() + log_prior[dx + s].sum())
     return _Attempt(i=i, j=j, gy=gy, gx=gx, dy=dy, dx=dx, prior=prior, repaired=repaired, filled=filled, llr=llr,
                     lost=lost, left=left, error=(lost + left) / max(before, 1))
 
@@ -517,23 +518,23 @@ def _pattern_of(d: np.ndarray, ev: Any, extra: set[int], s: int, min_pitch: int,
             scores[f"visible_seams_{name}"] = round(grids[name][0][1]["visible_share"], 3)
     if not grids["rows"] and not grids["cols"]:
         return _NoPattern("no visible seam stripes")
+    first = {name: list(gs) for name, gs in grids.items()}  # the search appends to ``grids``
+
     def rescue() -> dict[str, list[tuple[_Grid, dict[str, float]]]]:
         """Second-chance grids per axis (made only when the grids above sort the pixels badly)."""
         out = {}
         for name, other in (("rows", "cols"), ("cols", "rows")):
             pitches = _rescue_pitches(first[name], first[other], candidates[name], min_pitch)
-            combs = [c for c in (_comb_at(*ev.profiles[name], p, min_pitch=min_pitch) for p in pitches)
-                     if c is not None]
+            combs = _combs_at(*ev.profiles[name], pitches, min_pitch=min_pitch)
             tried = [_axis_grid(c, *arrays[name], lines[name], s, fixed_pitch=True) for c in combs]
             out[name] = []
             for g, st in _ranked_grids(list(zip(combs, tried)), RESCUE_CANDIDATES):
                 for size in (g.size, g.size - 1, g.size + 1):  # each with a field a pixel smaller, larger
-                    alt = _make_grid(g.length, g.pitch, size, g.origin)
-                    if alt is not None and alt.size < alt.pitch and not _known(alt, first[name]):
+                    alt = _seamed_grid(g, g.pitch, size)
+                    if alt is not None and not _known(alt, first[name]):
                         _add_grid(out[name], alt, st)
         return out
 
-    first = {name: list(gs) for name, gs in grids.items()}
     return _Pattern(rows=grids["rows"] or [(_Grid.whole(h), None)], cols=grids["cols"] or [(_Grid.whole(w), None)],
                     rescue=rescue,
                     junk=junk, info=info, fill=fill, junk_ids=junk_ids,
@@ -544,6 +545,12 @@ def _index(g: _Grid, grids: list[tuple[_Grid, Any]]) -> int | None:
     """Index of a grid with the same pitch, size and origin in ``grids`` (None: not there)."""
     return next((k for k, (o, _) in enumerate(grids) if (g.pitch, g.size, g.origin) == (o.pitch, o.size, o.origin)),
                 None)
+
+
+def _seamed_grid(g: _Grid, pitch: int, size: int) -> _Grid | None:
+    """``g`` with another pitch or field size, seams at least a pixel wide (None: no such grid)."""
+    alt = _make_grid(g.length, pitch, size, g.origin)
+    return alt if alt is not None and alt.size < alt.pitch else None
 
 
 def _known(g: _Grid, grids: list[tuple[_Grid, Any]]) -> bool:

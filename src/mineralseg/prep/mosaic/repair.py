@@ -138,6 +138,8 @@ class MosaicRepair:
         alone although stripes are there (``MAX_UNDETECTED_STRIPES`` of the section).
     doubt : str
         Why it is not trusted (one phrase); empty when trusted.
+    max_shift : int
+        Largest field shift searched per axis.
     """
 
     repaired: np.ndarray
@@ -156,6 +158,7 @@ class MosaicRepair:
     residual_stripes: float = 0.0
     trusted: bool = True
     doubt: str = ""
+    max_shift: int = 3
 
 
 def repair_mosaic(
@@ -282,6 +285,7 @@ def repair_mosaic(
         residual_stripes=float(residual),
         trusted=not doubt,
         doubt=doubt,
+        max_shift=s,
     )
 
 

@@ -65,6 +65,11 @@ class RegistrationResult:
         ``CONVERGENCE_TOL_PX`` label pixels.
     coarse_matrix : (3, 3) float64 ndarray
         The outline (coarse) transform, for diagnostics.
+    sem_fine : (h, w) float32 ndarray or None
+        The SEM area-downscaled by ``sem_factor`` (about the label resolution) the fine
+        step used: for checks on the label grid (:func:`sem_to_label_grid`) and for a
+        second registration without another pass over the SEM
+        (``RegistrationOptions(sem_prescale=sem_factor)``). Not saved by :meth:`to_dict`.
     """
 
     matrix: np.ndarray
@@ -77,6 +82,7 @@ class RegistrationResult:
     iterations: int
     converged: bool
     coarse_matrix: np.ndarray = field(repr=False)
+    sem_fine: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def scale(self) -> float:
@@ -236,6 +242,7 @@ def register_labels_to_sem(
         iterations=int(iterations),
         converged=bool(converged),
         coarse_matrix=coarse_m,
+        sem_fine=fine,
     )
 
 

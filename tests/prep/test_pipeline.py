@@ -427,3 +427,34 @@ def test_cli_prepare_untrusted_repair_one_line_then_accepted(tmp_path, capsys):
     assert "not trusted" in lines[0] and not out.exists()
     assert main(["prepare", str(cfg), "--out", str(out), "--accept-low-confidence"]) == 0
     assert (out / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_prepare_moves_fields_the_sem_places_elsewhere(tmp_path):
+    """Sample 275 of benchmarks/prep_robustness.py (seed 0): the seams place two fields off.
+
+    The seam repair alone is trusted at 0.981 of the pixels (a silent failure); with
+    ``realign_fields`` (the default) ``prepare`` moves them where the SEM has them and
+    writes the corrected map; with ``realign_fields: false`` the seams' placement stays.
+    """
+    from mineralseg.classes import read_label_map
+    from mineralseg.synth.dataset import prepare_yaml, sample_seed, write_sample
+    from mineralseg.synth.sample import generate_sample
+
+    s = generate_sample(sample_seed(0, 275), size=4096, shape="rect", offset16=True)
+    write_sample(tmp_path / "in" / "s0", s)
+    text = prepare_yaml(["s0"], "qemscan24", 32, 0)
+    (tmp_path / "in" / "prepare.yaml").write_text(text)
+    (tmp_path / "in" / "off.yaml").write_text(text.replace("register: true", "realign_fields: false\nregister: true"))
+    agreement = {}
+    for cfg in ("prepare", "off"):
+        out = tmp_path / cfg
+        summary = prepare(tmp_path / "in" / f"{cfg}.yaml", out, progress=False)
+        rec = summary["samples"][0]
+        repaired = read_label_map(out / "samples" / "s0" / "qemscan_repaired.png", SCHEMA)
+        agreement[cfg] = float(np.mean(repaired == s.labels_clean)) if repaired.shape == s.labels_clean.shape else 0.0
+        assert rec["seam_repair"]["trusted"] and rec["seam_repair"]["realign_fields"] is (cfg == "prepare")
+        moved = rec["seam_repair"]["fields_moved_by_sem"]
+        assert (len(moved) >= 2 and all(m["gain"] >= 30 for m in moved)) if cfg == "prepare" else moved == []
+        assert any("mosaic field(s)" in n for n in summary["notes"]) is (cfg == "prepare")
+    assert agreement["prepare"] >= 0.995 > agreement["off"]

@@ -16,6 +16,7 @@ The YAML form is fixed by ``docs/CONTRACTS.md`` ("Prepare config")::
     normalise: {method: percentile, low: 0.5, high: 99.5, drift: true, scope: sample}
                                 # or {method: none, scale: [0, 65535]} for a non-8-bit SEM
     repair_seams: auto          # auto | true | false
+    realign_fields: true        # after registration, move mosaic fields the SEM places elsewhere
     register: true
     seed: 0
     split: {by: auto, fractions: {train: 0.7, val: 0.15, test: 0.15}, block_tiles: 4}
@@ -272,6 +273,9 @@ class PrepareConfig(StrictModel):
     min_sample_fraction: float = Field(0.5, ge=0, le=1)
     normalise: NormaliseConfig = Field(default_factory=NormaliseConfig)
     repair_seams: Union[Literal["auto"], bool] = "auto"
+    # After registration, check each repaired mosaic field's position on the SEM and move
+    # the fields it places 1-3 px elsewhere (mineralseg.prep.mosaic.realign).
+    realign_fields: bool = True
     # ``register`` is a method of pydantic's base class: the field is stored as
     # ``register_`` and read / written as ``register`` in YAML.
     register_: bool = Field(True, alias="register")

@@ -7,7 +7,10 @@ For each sample of the config (:mod:`mineralseg.prep.config`):
    ``auto``: kept unchanged when nothing is detected);
 3. register the repaired map onto the SEM
    (:func:`mineralseg.prep.registration.register_labels_to_sem`), or use the identity
-   (or an exact integer zoom) for pairs marked ``aligned`` / ``register: false``;
+   (or an exact integer zoom) for pairs marked ``aligned`` / ``register: false``; after
+   a seam repair (``realign_fields: true``) each field's position is checked on the
+   registered SEM and the fields it places elsewhere are moved, then the map is
+   registered again (:func:`mineralseg.prep.seam_alignment.register_repaired`);
 4. resample the SEM onto the working grid (label grid refined by ``sem_scale``),
    strip by strip (:func:`mineralseg.prep.resample.sem_to_working_grid`);
 5. sample mask (``outline``: ``auto`` outlines a section in a mount and keeps every
@@ -291,9 +294,7 @@ class _SampleRun:
             bg = background_ids(schema, ids)
             self.record.update(labels=str(s.labels), label_shape=list(ids.shape), background_ids=bg)
         with self._step("seam_repair", (s.labels,)):
-            repaired = self._repair(ids, qa_dir)
-            write_png(sdir / "qemscan_repaired.png", schema.ids_to_colors(repaired, level="minerals"),
-                      compress_level=1)
+            repaired, rep = self._repair(ids, qa_dir)
 
         with ExitStack() as stack:
             with self._step("open_sem", (s.sem,)):
@@ -302,7 +303,9 @@ class _SampleRun:
                 sem_shape = tuple(int(v) for v in sem.shape[:2])
                 self.record.update(sem=str(s.sem), sem_shape=list(sem_shape), sem_dtype=str(sem.dtype))
             with self._step("registration", (s.sem, s.labels)):
-                label_to_sem = self._register(sem, sem_shape, repaired, bg)
+                label_to_sem, repaired = self._register(sem, sem_shape, ids, repaired, rep, bg)
+                write_png(sdir / "qemscan_repaired.png", schema.ids_to_colors(repaired, level="minerals"),
+                          compress_level=1)
             with self._step("resample", (s.sem,)):
                 sem_w = self._resample(sem, label_to_sem, repaired.shape)
             if not self.record["registration"].get("identity"):
@@ -392,13 +395,14 @@ class _SampleRun:
         return apply_normalisation(sem_w, params)
 
     # ------------------------------------------------------------------ steps
-    def _repair(self, ids: np.ndarray, qa_dir: Path) -> np.ndarray:
+    def _repair(self, ids: np.ndarray, qa_dir: Path) -> tuple[np.ndarray, Any]:
+        """The repaired map and the repair (None when the repair was not run)."""
         s, mode = self.sample, self.cfg.repair_seams
         summary: dict[str, Any] = {"mode": mode}
         self.record["seam_repair"] = summary
         if s.aligned or mode is False:
             summary.update(applied=False, reason="aligned pair" if s.aligned else "repair_seams: false")
-            return ids
+            return ids, None
         from mineralseg.prep.mosaic import repair_mosaic, seam_figure_data
 
         rep = repair_mosaic(ids, ignore_index=self.schema.ignore_index)
@@ -414,7 +418,7 @@ class _SampleRun:
             summary["reason"] = "no seam pattern detected"
             if mode is True:
                 self.notes.append(f"sample {s.name!r}: repair_seams is true but no seam pattern was found in {s.labels}")
-            return ids
+            return ids, None
         qa.plot_seams(
             self.schema.ids_to_colors(ids, level="minerals"), list(rep.seam_rows), list(rep.seam_cols),
             qa_dir / f"{s.name}_seams.png",
@@ -426,7 +430,7 @@ class _SampleRun:
         repaired = np.asarray(rep.repaired)
         summary["damaged_shape"] = list(ids.shape)
         summary["repaired_shape"] = list(repaired.shape)
-        return repaired
+        return repaired, rep
 
     def _check_trust(self, rep: Any) -> None:
         """Stop on a repair that is not trusted, unless low confidence is accepted."""
@@ -443,7 +447,10 @@ class _SampleRun:
             f"and check the layout found in qa/{s.name}_seams.png"
         )
 
-    def _register(self, sem: Any, sem_shape: tuple[int, int], labels: np.ndarray, bg: list[int]) -> np.ndarray:
+    def _register(
+        self, sem: Any, sem_shape: tuple[int, int], ids: np.ndarray, labels: np.ndarray, rep: Any, bg: list[int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``label_to_sem`` and the repaired map (fields moved where the SEM places them)."""
         s, cfg = self.sample, self.cfg
         if s.aligned or not cfg.register_:
             m = _aligned_matrix(s, sem_shape, labels.shape)
@@ -454,13 +461,27 @@ class _SampleRun:
                 "score_after": None,
                 "identity": True,
             }
-            return m
+            return m, labels
         from mineralseg.prep.registration import register_labels_to_sem
 
-        result = register_labels_to_sem(sem, labels, background_ids=bg, ignore_index=self.schema.ignore_index)
+        if rep is None:
+            result = register_labels_to_sem(sem, labels, background_ids=bg, ignore_index=self.schema.ignore_index)
+        else:
+            from mineralseg.prep.seam_alignment import register_repaired
+
+            rep, result, moves = register_repaired(sem, ids, rep, background_ids=bg,
+                                                   ignore_index=self.schema.ignore_index, realign=cfg.realign_fields)
+            labels = np.asarray(rep.repaired)
+            summary = self.record["seam_repair"]
+            summary["realign_fields"] = bool(cfg.realign_fields)
+            summary["fields_moved_by_sem"] = moves
+            summary["sem_trend"] = rep.scores.get("sem_trend", [])
+            if moves:
+                self.notes.append(f"sample {s.name!r}: the SEM placed {len(moves)} mosaic field(s) 1-3 px from where "
+                                  "the seams put them; moved (seam_repair.fields_moved_by_sem in the manifest)")
         self.record["registration"] = result.to_dict()
         self._coarse_matrix = np.asarray(result.coarse_matrix, dtype=np.float64)
-        return np.asarray(result.matrix, dtype=np.float64)
+        return np.asarray(result.matrix, dtype=np.float64), labels
 
     # ------------------------------------------------------------------ outputs
     def _write_aligned(self, sdir: Path, image: np.ndarray, classes_w: np.ndarray) -> None:

@@ -6,14 +6,19 @@ every other draw left to the generator: QEMSCAN step 8-20 SEM px, so label maps 
 about 225-565 px at ``--size 4096``; field size, stripe widths and field shifts as the
 damage model draws them), then for each pair:
 
-1. ``repair_mosaic`` on the damaged map (as ``prepare`` calls it), compared with the
-   clean map (``truth/qemscan_clean.png``): same shape, and the share of pixels that
-   agree (whole map, and inside the section);
+1. ``repair_mosaic`` on the damaged map (as ``prepare`` calls it);
 2. the trust decision (``MosaicRepair.trusted``): an untrusted repair stops ``prepare``
    for that sample with a clear error, so it counts as *flagged*, not as silent;
-3. ``register_labels_to_sem`` of the repaired map onto the SEM (maps not flagged), and
-   the worst corner error against the generator's ``label_to_sem``
-   (:func:`mineralseg.prep.registration.corner_error`, label pixels).
+3. on maps not flagged, registration onto the SEM with each field's position checked
+   on the registered SEM, as ``prepare`` does
+   (:func:`mineralseg.prep.seam_alignment.register_repaired`: fields moved, the map
+   re-assembled and registered again), and the worst corner error against the
+   generator's ``label_to_sem`` (:func:`mineralseg.prep.registration.corner_error`,
+   label pixels);
+4. the final map compared with the clean map (``truth/qemscan_clean.png``): same
+   shape, and the share of pixels that agree (whole map, and inside the section); the
+   seam repair's own map is compared too (``agreement_seams``, "restored by seams
+   alone"), so one run shows what the check on the SEM adds.
 
 A map is *restored* when it is trusted, has the clean map's shape and agrees on at
 least 99.5 % of its pixels; a *silent failure* is a trusted map that is not restored.
@@ -78,7 +83,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     from mineralseg.classes import load_schema
     from mineralseg.errors import UserError
     from mineralseg.prep.mosaic import repair_mosaic
-    from mineralseg.prep.registration import corner_error, register_labels_to_sem
+    from mineralseg.prep.registration import corner_error
+    from mineralseg.prep.seam_alignment import register_repaired
     from mineralseg.synth.sample import generate_sample
 
     t0 = time.perf_counter()
@@ -103,7 +109,6 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         row["crash"] = f"repair: {type(exc).__name__}: {exc}"
         return row
     clean = s.labels_clean
-    shape_ok = rep.repaired.shape == clean.shape
     inside = clean != bg
     row.update(
         repair_s=round(time.perf_counter() - t1, 2),
@@ -117,28 +122,41 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         repaired_shape=list(rep.repaired.shape),
         found_field_size=list(rep.field_size) if rep.field_size else None,
         found_seam_width=list(rep.seam_width) if rep.seam_width else None,
-        shape_ok=bool(shape_ok),
-        agreement=round(float(np.mean(rep.repaired == clean)), 5) if shape_ok else 0.0,
-        agreement_section=round(float(np.mean((rep.repaired == clean)[inside])), 5) if shape_ok else 0.0,
+        shape_ok=bool(rep.repaired.shape == clean.shape),
+        agreement_seams=_agreement(rep.repaired, clean),
+        fields_moved=0,
     )
-    row["restored"] = bool(rep.trusted and shape_ok and row["agreement"] >= MIN_AGREEMENT)
-    row["silent_failure"] = bool(rep.trusted and not row["restored"])
     row["corner_error"] = None
     row["registration_error"] = None
     if rep.trusted and not job.get("no_registration"):
         t2 = time.perf_counter()
         try:
-            res = register_labels_to_sem(s.sem, rep.repaired, background_ids=[bg], ignore_index=schema.ignore_index)
+            rep, res, moves = register_repaired(s.sem, s.labels, rep, background_ids=[bg],
+                                                ignore_index=schema.ignore_index)
+            row["fields_moved"] = len(moves)
+            trend = rep.scores.get("sem_trend") or [{}]
+            row["sem_trend_px"] = trend[-1].get("corner_px")  # registration vs most fields, last round
             # the truth's label_to_sem is on the clean grid: a map of another shape has no
             # comparable corners (it is a silent failure already)
-            if shape_ok:
+            if rep.repaired.shape == clean.shape:
                 row["corner_error"] = round(float(corner_error(res.matrix, s.label_to_sem, clean.shape)), 4)
         except UserError as exc:
             row["registration_error"] = " ".join(str(exc).split())
         except Exception as exc:  # noqa: BLE001
             row["crash"] = f"registration: {type(exc).__name__}: {exc}"
         row["register_s"] = round(time.perf_counter() - t2, 2)
+    shape_ok = rep.repaired.shape == clean.shape
+    row["agreement"] = _agreement(rep.repaired, clean)
+    row["agreement_section"] = round(float(np.mean((rep.repaired == clean)[inside])), 5) if shape_ok else 0.0
+    row["restored"] = bool(rep.trusted and shape_ok and row["agreement"] >= MIN_AGREEMENT)
+    row["silent_failure"] = bool(rep.trusted and not row["restored"])
+    row["restored_seams_only"] = bool(rep.trusted and row["shape_ok"] and row["agreement_seams"] >= MIN_AGREEMENT)
     return row
+
+
+def _agreement(repaired: np.ndarray, clean: np.ndarray) -> float:
+    """Share of pixels equal to the clean map's (0 for a map of another shape)."""
+    return round(float(np.mean(repaired == clean)), 5) if repaired.shape == clean.shape else 0.0
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,6 +171,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "crashes": n - len(done),
         "restored": sum(r["restored"] for r in done),
         "restored_share": round(sum(r["restored"] for r in done) / max(n, 1), 4),
+        "restored_seams_only_share": round(sum(r["restored_seams_only"] for r in done) / max(n, 1), 4),
+        "fields_moved": sum(r["fields_moved"] for r in done),
         "flagged": len(flagged),
         "flagged_but_fine": sum(1 for r in flagged if r["shape_ok"] and r["agreement"] >= MIN_AGREEMENT),
         "silent_failures": sum(r["silent_failure"] for r in done),
@@ -165,7 +185,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-COLUMNS = [("samples", "n"), ("crashes", "crashes"), ("restored_share", "restored"), ("flagged", "flagged"),
+COLUMNS = [("samples", "n"), ("crashes", "crashes"), ("restored_share", "restored"),
+           ("restored_seams_only_share", "restored by seams alone"), ("fields_moved", "fields moved by SEM"),
+           ("flagged", "flagged"),
            ("flagged_but_fine", "flagged, fine"), ("silent_failures", "silent"),
            ("silent_wrong_shape", "silent, wrong shape"),
            ("worst_agreement_trusted", "worst agreement (trusted)"),
@@ -176,7 +198,7 @@ COLUMNS = [("samples", "n"), ("crashes", "crashes"), ("restored_share", "restore
 def _cell(key: str, v: Any) -> str:
     if v is None:
         return "-"
-    if key == "restored_share":
+    if key.endswith("_share"):
         return f"{100 * v:.1f} %"
     if isinstance(v, float):
         return f"{v:.4f}" if "agreement" in key else f"{v:.3f}"
@@ -198,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-size", type=int, default=8192, help="SEM side of the large pairs (default 8192)")
     p.add_argument("--seed", type=int, default=0, help="benchmark seed: pair k uses sample_seed(seed, k)")
     p.add_argument("--workers", type=int, default=MAX_WORKERS, help=f"worker processes (at most {MAX_WORKERS})")
-    p.add_argument("--no-registration", action="store_true", help="repair only")
+    p.add_argument("--no-registration", action="store_true",
+                   help="repair only (no registration, no check on the SEM)")
     p.add_argument("--no-write", action="store_true", help="print only, write no result files")
     args = p.parse_args(argv)
     if args.samples < 0 or args.large < 0 or not 1 <= args.workers <= MAX_WORKERS:
@@ -291,10 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`{cmd.strip()}` ({common.today()}, {common.machine_line(info)}, {args.workers} workers, "
         f"{seconds / 60:.1f} min). Pairs from `mineralseg.synth.generate_sample` (round and rectangular "
-        "sections alternately); *restored*: trusted, clean map's shape and >= 99.5 % of the pixels agree; "
-        "*flagged*: the repair is not trusted (prepare stops with a clear error); *silent*: trusted but not "
-        "restored; corner error: registration of the repaired map against the generator's label_to_sem, "
-        "label pixels, maps not flagged.",
+        "sections alternately), repaired, registered and each field checked on the SEM as `prepare` does; "
+        "*restored*: trusted, clean map's shape and >= 99.5 % of the pixels agree; *restored by seams alone*: "
+        "the same for the seam repair's own map, before the check on the SEM; *flagged*: the repair is not "
+        "trusted (prepare stops with a clear error); *silent*: trusted but not restored; corner error: "
+        "registration of the final map against the generator's label_to_sem, label pixels, maps not flagged.",
         "",
         text,
         "",

@@ -168,6 +168,7 @@ def _combs_at(profile: np.ndarray, valid: np.ndarray | None, pitches: list[int],
     padded, _ = _normalised(profile, valid, min_pitch)
     return [_comb_of(padded, n, p) for p in keep]
 
+
 def _divide_pitch(pitch: int, min_pitch: int, n: int, squashed: np.ndarray, valid: np.ndarray,
                   best_phase) -> int:
     """``pitch`` divided by 2, 3, ... while the teeth the division adds peak too."""

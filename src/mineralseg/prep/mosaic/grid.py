@@ -66,6 +66,10 @@ class _Grid:
         """Output coordinate of field 0's local pixel 0 (negative for a cropped field)."""
         return min(self.origin, 0)
 
+    def out_start(self, k: int) -> int:
+        """Output coordinate of field ``k``'s local pixel 0 on the clean grid."""
+        return k * self.size + self.out_offset
+
     @property
     def out_length(self) -> int:
         return (self.n - 1) * self.size + self.out_offset + int(self.widths[-1])
@@ -79,6 +83,11 @@ class _Grid:
     @classmethod
     def whole(cls, length: int) -> _Grid:
         return cls(length=length, pitch=length + 1, size=length, origin=0, detected=False)
+
+
+def _field_origins(gy: _Grid, gx: _Grid, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """(nfy, nfx, 2) top-left corner of every field in the damaged map (nominal + shift)."""
+    return np.stack([gy.nominal[:, None] + dy, gx.nominal[None, :] + dx], axis=-1)
 
 
 def _axis_grid(comb: _Comb, junk: np.ndarray, info: np.ndarray | None, length: int,

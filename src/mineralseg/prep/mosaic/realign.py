@@ -33,7 +33,7 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
-from mineralseg.prep.mosaic.grid import _Grid
+from mineralseg.prep.mosaic.grid import _field_origins, _Grid
 from mineralseg.prep.mosaic.reassemble import _reassemble
 from mineralseg.prep.mosaic.repair import MosaicRepair
 
@@ -153,23 +153,21 @@ class _Scorer:
         self.gy, self.gx = _grids(rep, damaged.shape)
         mu, sd = grey_statistics(rep.repaired, grey, ignore_index=ignore_index)
         size = max(int(damaged.max()) + 1, mu.size)
-        known = np.zeros(size, dtype=bool)
-        known[:mu.size] = np.isfinite(mu)
-        self.mu = np.zeros(size)
-        self.inv_sd = np.zeros(size)
-        self.base = np.zeros(size)
-        self.mu[known] = mu[known[:mu.size]]
-        log_sd = np.log(sd[known[:mu.size]])
-        self.inv_sd[known] = 1.0 / sd[known[:mu.size]]
-        self.base[known] = log_sd
-        self.base[~known] = float(np.median(log_sd)) if log_sd.size else 0.0
-        self.mu[~known] = np.nan  # predicted grey unknown: the pixel costs the cap
+        # per id (NaN past the ids the repaired map has): a NaN predicted grey costs the cap
+        self.mu = np.full(size, np.nan)
+        self.mu[:mu.size] = mu
+        spread = np.full(size, np.nan)
+        spread[:sd.size] = sd
+        known = np.isfinite(self.mu)
+        log_sd = np.log(spread[known])
+        self.inv_sd = np.where(known, 1.0 / spread, 0.0)
+        self.base = np.where(known, np.log(spread), float(np.median(log_sd)) if log_sd.size else 0.0)
         self.sigma = _blur_width(rep.repaired, grey, self.mu)
 
     def window(self, i: int, j: int) -> tuple[int, int, int, int] | None:
         """Local rows t0..t1, columns u0..u1 of field (i, j) scored (None: no interior)."""
         gy, gx, m = self.gy, self.gx, 2 * self.max_shift
-        oy, ox = i * gy.size + gy.out_offset, j * gx.size + gx.out_offset
+        oy, ox = gy.out_start(i), gx.out_start(j)
         # a later field may have overwritten the bottom and right borders
         t0, t1 = max(0, -oy), int(gy.widths[i]) - (m if i < gy.n - 1 else 0)
         u0, u1 = max(0, -ox), int(gx.widths[j]) - (m if j < gx.n - 1 else 0)
@@ -182,7 +180,7 @@ class _Scorer:
         y, x = int(gy.nominal[i]) + shift[0], int(gx.nominal[j]) + shift[1]
         if y + t0 < 0 or x + u0 < 0 or y + t1 > self.d.shape[0] or x + u1 > self.d.shape[1]:
             return None
-        oy, ox = i * gy.size + gy.out_offset, j * gx.size + gx.out_offset
+        oy, ox = gy.out_start(i), gx.out_start(j)
         g = self.grey[oy + t0:oy + t1, ox + u0:ox + u1]
         lab = self.d[y + t0:y + t1, x + u0:x + u1]
         return g, lab, _blur(self.mu[lab], self.sigma)
@@ -317,6 +315,7 @@ def registration_trend(
     sc = _Scorer(damaged, rep, np.asarray(grey, dtype=np.float32), max_shift, ignore_index)
     h, w = rep.repaired.shape
     scale = max(h, w) / 2
+    offsets = [(d, 0.0) for d in TREND_STEPS] + [(0.0, d) for d in TREND_STEPS]
     pos: list[list[tuple[float, float]]] = [[], []]
     off: list[list[float]] = [[], []]
     for i in range(sc.gy.n):
@@ -326,10 +325,9 @@ def registration_trend(
                 continue
             cur = (int(rep.shifts[i, j, 0]), int(rep.shifts[i, j, 1]))
             t0, t1, u0, u1 = win
-            cy = i * sc.gy.size + sc.gy.out_offset + (t0 + t1) / 2
-            cx = j * sc.gx.size + sc.gx.out_offset + (u0 + u1) / 2
+            cy = sc.gy.out_start(i) + (t0 + t1) / 2
+            cx = sc.gx.out_start(j) + (u0 + u1) / 2
             centre = ((cy - h / 2) / scale, (cx - w / 2) / scale)
-            offsets = [(d, 0.0) for d in TREND_STEPS] + [(0.0, d) for d in TREND_STEPS]
             both = sc.offset_costs(i, j, cur, win, offsets)
             if both is None:
                 continue
@@ -426,7 +424,7 @@ def realign_fields(
     new_scores["fields_moved_by_sem"] = int(new_scores.get("fields_moved_by_sem", 0)) + len(moves)
     new = dataclasses.replace(
         rep, repaired=repaired, shifts=shifts,
-        field_origins=np.stack([gy.nominal[:, None] + shifts[..., 0], gx.nominal[None, :] + shifts[..., 1]], axis=-1),
+        field_origins=_field_origins(gy, gx, shifts[..., 0], shifts[..., 1]),
         scores=new_scores,
     )
     return new, moves

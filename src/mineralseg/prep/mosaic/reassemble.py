@@ -30,7 +30,7 @@ def _reassemble(d: np.ndarray, gy: _Grid, gx: _Grid, dy: np.ndarray,
     for i in range(gy.n - 1, -1, -1):
         for j in range(gx.n - 1, -1, -1):
             y, x = int(ny[i] + dy[i, j]), int(nx[j] + dx[i, j])
-            oy, ox = i * gy.size + gy.out_offset, j * gx.size + gx.out_offset
+            oy, ox = gy.out_start(i), gx.out_start(j)
             t0 = max(0, -oy, -y)
             t1 = min(int(hy[i]), oh - oy, h - y)
             u0 = max(0, -ox, -x)

@@ -37,6 +37,7 @@ from mineralseg.prep.mosaic.evidence import (
 from mineralseg.prep.mosaic.grid import (
     _axis_grid,
     _bands,
+    _field_origins,
     _Grid,
     _lines_between,
     _make_grid,
@@ -279,7 +280,7 @@ def repair_mosaic(
         seam_rows=gy.seams(),
         seam_cols=gx.seams(),
         shifts=np.stack([dy, dx], axis=-1),
-        field_origins=np.stack([gy.nominal[:, None] + dy, gx.nominal[None, :] + dx], axis=-1),
+        field_origins=_field_origins(gy, gx, dy, dx),
         seam_fill_ids=pattern.fill,
         scores=scores,
         residual_stripes=float(residual),

@@ -476,9 +476,6 @@ class _SampleRun:
             summary["realign_fields"] = bool(cfg.realign_fields)
             summary["fields_moved_by_sem"] = moves
             summary["sem_trend"] = rep.scores.get("sem_trend", [])
-            if moves:
-                self.notes.append(f"sample {s.name!r}: the SEM placed {len(moves)} mosaic field(s) 1-3 px from where "
-                                  "the seams put them; moved (seam_repair.fields_moved_by_sem in the manifest)")
         self.record["registration"] = result.to_dict()
         self._coarse_matrix = np.asarray(result.coarse_matrix, dtype=np.float64)
         return np.asarray(result.matrix, dtype=np.float64), labels
@@ -815,6 +812,9 @@ def prepare(
             reg = r["registration"]
             score = "aligned" if reg.get("score_after") is None else f"NMI {reg['score_before']:.3f} -> {reg['score_after']:.3f}"
             seams = "seams repaired" if r["seam_repair"].get("applied") else "no seam repair"
+            moved = len(r["seam_repair"].get("fields_moved_by_sem") or [])
+            if moved:
+                seams += f" ({moved} field{'s' if moved > 1 else ''} moved where the SEM has them)"
             lines.append(f"  {r['name']}: {r['tiles']} tiles, {score}, {seams}, outline {r['outline']['used']}")
         if len(records) > _LISTED_SAMPLES:
             lines.append(f"  ... and {len(records) - _LISTED_SAMPLES} more samples (outline: {outlines})")
